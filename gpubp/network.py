@@ -1,0 +1,250 @@
+"""The multilayer perceptron: an explicit forward pass and chain-rule backward pass.
+
+Indexing, for layers l = 0 … L−1 (batch-major: one row per sample):
+
+    a[0] = X                              the input
+    z[l] = a[l] @ weights[l] + biases[l]  the weighted input   (z = w·a_in + b)
+    a[l+1] = f(z[l])                      the activation       (a = σ(z))
+    deltas[l] = ∂E/∂z[l]                  layer l's "blame"
+
+so weights[l], biases[l], z[l] and deltas[l] all belong to layer l, whose
+input is a[l] and whose output is a[l+1]. All parameters live in one flat
+buffer, `params`, and weights[l] and biases[l] are views into it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy
+
+from . import activations, losses
+from .backend import Device
+from .backend import device as get_device
+from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error
+
+INITS = ("glorot", "he")
+DTYPES = ("float32", "float64")
+
+
+@dataclass
+class Trace:
+    """What the forward pass saw: z[l] for each layer, and a[0] = X through a[L] = ŷ."""
+
+    z: list
+    a: list
+
+    @property
+    def output(self):
+        """ŷ, the network's prediction: the last activation."""
+        return self.a[-1]
+
+
+@dataclass
+class Grads:
+    """∂E/∂W and ∂E/∂b for every layer, views into one flat buffer, plus the deltas."""
+
+    flat: object
+    weights: tuple
+    biases: tuple
+    deltas: list
+
+
+def _layer_views(flat, sizes):
+    """Views weights[l] of shape (n_in, n_out) and biases[l] of shape (n_out,) into `flat`."""
+    weights, biases, offset = [], [], 0
+    for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+        weights.append(flat[offset : offset + n_in * n_out].reshape(n_in, n_out))
+        offset += n_in * n_out
+        biases.append(flat[offset : offset + n_out])
+        offset += n_out
+    return tuple(weights), tuple(biases)
+
+
+def _check_sizes(sizes) -> tuple[int, ...]:
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise ArgumentTypeError(f"sizes must be a sequence of layer widths such as [784, 64, 10]; got {sizes!r}")
+    if len(sizes) < 2:
+        raise ArgumentError(f"sizes needs at least 2 entries (inputs and outputs); got {list(sizes)!r}")
+    for n in sizes:
+        if isinstance(n, bool) or not isinstance(n, (int, numpy.integer)):
+            raise ArgumentTypeError(f"sizes must hold whole numbers; got {n!r} in {list(sizes)!r}")
+        if n <= 0:
+            raise ArgumentError(f"every layer width in sizes must be positive; got {n!r} in {list(sizes)!r}")
+    return tuple(int(n) for n in sizes)
+
+
+def _check_dtype(dtype) -> numpy.dtype:
+    try:
+        dt = numpy.dtype(dtype)
+    except TypeError:
+        raise ArgumentTypeError(f"dtype must be one of {', '.join(DTYPES)}; got {dtype!r}") from None
+    if dt.kind != "f":
+        raise ArgumentTypeError(f"dtype must be a float type, one of {', '.join(DTYPES)}; got {dtype!r}")
+    if dt.name not in DTYPES:
+        raise ArgumentError(f"dtype must be one of {', '.join(DTYPES)}; got {dt.name!r}")
+    return dt
+
+
+class MLP:
+    """A multilayer perceptron trained by explicit backpropagation.
+
+    >>> net = MLP([2, 4, 1], activation="sigmoid", loss="mse", device="cpu")
+    >>> trace = net.forward(X)          # every z and a
+    >>> grads = net.backward(trace, Y)  # every ∂E/∂W, ∂E/∂b and delta
+    """
+
+    def __init__(
+        self,
+        sizes,
+        activation="sigmoid",
+        output_activation=None,
+        loss="mse",
+        dtype="float32",
+        device="auto",
+        seed=0,
+        init=None,
+    ):
+        self.sizes = _check_sizes(sizes)
+        self.activation = activations.get(activation, hidden=True)
+        self.loss_fn = losses.get(loss)
+        if output_activation is None:
+            output_activation = self.loss_fn.default_output
+        self.output_activation = activations.get(output_activation, "output_activation")
+        allowed = self.loss_fn.outputs
+        if allowed is not None and self.output_activation.name not in allowed:
+            raise ArgumentError(
+                f"loss {self.loss_fn.name!r} needs output_activation in {allowed!r}; "
+                f"got {self.output_activation.name!r}"
+            )
+        self.dtype = _check_dtype(dtype)
+        if init is None:
+            init = "he" if self.activation.name in ("relu", "leaky_relu") else "glorot"
+        if init not in INITS:
+            raise choice_error("init", init, INITS)
+        self.init = init
+        self.seed = seed
+        self.device: Device = get_device(device)
+        self.xp = self.device.xp
+        # Drawn on the host, then copied: the CPU and the GPU start from identical weights.
+        self.params = self.device.asarray(self._initial_params(numpy.random.default_rng(seed)))
+        self.weights, self.biases = _layer_views(self.params, self.sizes)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    def _initial_params(self, rng) -> numpy.ndarray:
+        """Glorot (uniform, ±√(6/(n_in+n_out))) or He (normal, σ = √(2/n_in)) weights; zero biases."""
+        flat = numpy.zeros(sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:])), dtype=self.dtype)
+        for W, (n_in, n_out) in zip(_layer_views(flat, self.sizes)[0], zip(self.sizes[:-1], self.sizes[1:])):
+            if self.init == "glorot":
+                limit = math.sqrt(6.0 / (n_in + n_out))
+                W[...] = rng.uniform(-limit, limit, size=(n_in, n_out))
+            else:
+                W[...] = rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_in, n_out))
+        return flat
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP(sizes={list(self.sizes)}, activation={self.activation.name!r}, "
+            f"output_activation={self.output_activation.name!r}, loss={self.loss_fn.name!r}, "
+            f"dtype={self.dtype.name!r}, device={str(self.device)!r})"
+        )
+
+    # --- arrays in -------------------------------------------------------
+
+    def inputs(self, X):
+        """X on this net's device and in its dtype, checked to be (N, n_inputs)."""
+        X = self.device.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
+            raise ShapeError(f"X must have shape (N, {self.sizes[0]}) for this net; got {tuple(X.shape)}")
+        if X.shape[0] == 0:
+            raise ShapeError(f"X must have at least one row; got shape {tuple(X.shape)}")
+        if X.dtype.kind not in "fiub":
+            raise ArgumentTypeError(f"X must hold numbers; got dtype {X.dtype}")
+        return X.astype(self.dtype, copy=False)
+
+    def targets(self, Y, n: int):
+        """Y as (n, n_outputs) rows in this net's dtype; class labels become one-hot rows."""
+        k = self.sizes[-1]
+        Y = self.device.asarray(Y)
+        if Y.ndim == 1 and self.loss_fn.name == "cross_entropy":
+            return self._one_hot(Y, n, k)
+        if Y.ndim == 1 and k == 1:
+            Y = Y.reshape(-1, 1)
+        if Y.shape != (n, k):
+            raise ShapeError(
+                f"Y must have shape ({n}, {k}) to match {n} rows of X and {k} outputs"
+                + (", or class labels of shape (N,)" if self.loss_fn.name == "cross_entropy" else "")
+                + f"; got {tuple(Y.shape)}"
+            )
+        if Y.dtype.kind not in "fiub":
+            raise ArgumentTypeError(f"Y must hold numbers; got dtype {Y.dtype}")
+        return Y.astype(self.dtype, copy=False)
+
+    def _one_hot(self, labels, n: int, k: int):
+        if labels.shape != (n,):
+            raise ShapeError(f"class labels Y must have shape ({n},) to match the rows of X; got {tuple(labels.shape)}")
+        if labels.dtype.kind not in "iu":
+            raise ArgumentTypeError(f"class labels Y must be integers in [0, {k}); got dtype {labels.dtype}")
+        low, high = int(labels.min()), int(labels.max())  # one host sync, at the edge
+        if low < 0 or high >= k:
+            raise ArgumentError(f"class labels Y must lie in [0, {k}) for {k} outputs; got values from {low} to {high}")
+        xp = self.xp
+        return (labels[:, None] == xp.arange(k)[None, :]).astype(self.dtype)
+
+    # --- the math --------------------------------------------------------
+
+    def forward(self, X) -> Trace:
+        """The forward pass, keeping every weighted input z and activation a."""
+        with self.device.activate():
+            a = self.inputs(X)
+            trace = Trace(z=[], a=[a])
+            for l, (W, b) in enumerate(zip(self.weights, self.biases)):
+                f = self.output_activation if l == self.n_layers - 1 else self.activation
+                z = a @ W + b  # weighted sum of the inputs, plus the bias
+                a = f(z)  # the neuron's firing signal
+                trace.z.append(z)
+                trace.a.append(a)
+            return trace
+
+    def backward(self, trace: Trace, Y, out: Grads | None = None) -> Grads:
+        """The backward pass: the chain rule, layer by layer, from the output back.
+
+        δ_L = ∂E/∂ŷ ⊙ f'(z_L)                  blame at the output
+        δ_l = (δ_{l+1} @ W_{l+1}ᵀ) ⊙ f'(z_l)   blame flows back through the weights
+        ∂E/∂W_l = a_lᵀ δ_l,  ∂E/∂b_l = Σ_batch δ_l
+
+        Writes into `out` when given (reusing its buffer), else into a new one.
+        """
+        with self.device.activate():
+            Y = self.targets(Y, len(trace.output))
+            grads = out if out is not None else self.new_grads()
+            deltas = [None] * self.n_layers
+            deltas[-1] = self.loss_fn.output_delta(self.output_activation, trace.z[-1], trace.output, Y)
+            for l in range(self.n_layers - 2, -1, -1):
+                upstream = deltas[l + 1] @ self.weights[l + 1].T  # ∂E/∂a[l+1]
+                deltas[l] = self.activation.backprop(upstream, trace.z[l], trace.a[l + 1])
+            for l, delta in enumerate(deltas):
+                self.xp.matmul(trace.a[l].T, delta, out=grads.weights[l])
+                delta.sum(axis=0, out=grads.biases[l])
+            grads.deltas = deltas
+            return grads
+
+    def new_grads(self) -> Grads:
+        """A zeroed gradient buffer, the twin of `params`."""
+        flat = self.xp.zeros_like(self.params)
+        weights, biases = _layer_views(flat, self.sizes)
+        return Grads(flat=flat, weights=weights, biases=biases, deltas=[])
+
+    def loss(self, output, Y) -> float:
+        """E(Y, ŷ) as a Python float (this waits for the device)."""
+        with self.device.activate():
+            output = self.device.asarray(output)
+            return float(self.loss_fn.value(output, self.targets(Y, len(output))))
+
+    def predict(self, X):
+        """ŷ for the rows of X, as an array on this net's device."""
+        return self.forward(X).output

@@ -1,0 +1,54 @@
+"""Gradient descent: W_new = W_old − learning_rate × gradient, in place.
+
+One update covers every layer, because the parameters and the gradients each
+live in one flat buffer.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import ArgumentError, ArgumentTypeError
+
+
+def _check_number(name: str, value, low: float, high: float = math.inf, low_ok: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ArgumentTypeError(f"{name} must be a number; got {value!r}")
+    value = float(value)
+    above_low = value >= low if low_ok else value > low
+    if not (above_low and value < high):  # also false for NaN
+        bound = f"{'≥' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
+        raise ArgumentError(f"{name} must be a finite number {bound}; got {value!r}")
+    return value
+
+
+class SGD:
+    """Stochastic gradient descent with optional momentum, Nesterov momentum and weight decay.
+
+    With momentum μ, the velocity v = μ v + g and the step is W −= lr · v
+    (Nesterov: W −= lr · (g + μ v)). Weight decay adds λ W to the gradient.
+    These are the same update rules as PyTorch's torch.optim.SGD.
+    """
+
+    def __init__(self, net, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
+        self.net = net
+        self.lr = _check_number("lr", lr, 0.0, low_ok=False)
+        self.momentum = _check_number("momentum", momentum, 0.0, 1.0)
+        self.weight_decay = _check_number("weight_decay", weight_decay, 0.0)
+        if nesterov and self.momentum == 0.0:
+            raise ArgumentError("nesterov=True needs momentum > 0; got momentum=0.0")
+        self.nesterov = bool(nesterov)
+        self.velocity = net.xp.zeros_like(net.params) if self.momentum else None
+
+    def step(self, grads) -> None:
+        """Move every weight and bias a small step against its gradient."""
+        params = self.net.params
+        with self.net.device.activate():
+            gradient = grads.flat
+            if self.weight_decay:
+                gradient = gradient + self.weight_decay * params
+            if self.velocity is not None:
+                self.velocity *= self.momentum
+                self.velocity += gradient
+                gradient = gradient + self.momentum * self.velocity if self.nesterov else self.velocity
+            params -= self.lr * gradient

@@ -1,0 +1,138 @@
+"""Device selection, the array module, and the fallbacks when the GPU is missing."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import backend
+
+from .conftest import require_gpu
+
+HAS_CUPY = importlib.util.find_spec("cupy") is not None
+
+
+def run_python(code: str, **env) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter, so import-time behaviour is really tested."""
+    environment = {k: v for k, v in os.environ.items() if k != backend.ENV_DEVICE} | env
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=environment, timeout=120)
+
+
+def test_cpu_device():
+    dev = gpubp.device("cpu")
+    assert dev.kind == "cpu" and str(dev) == "cpu" and dev.xp is np
+    assert gpubp.device(dev) is dev
+
+
+def test_auto_picks_the_gpu_exactly_when_one_is_usable(monkeypatch):
+    monkeypatch.delenv(backend.ENV_DEVICE, raising=False)
+    assert str(gpubp.device("auto")) == ("cuda:0" if gpubp.gpu_available() else "cpu")
+    assert str(gpubp.device()) == str(gpubp.device("auto"))
+
+
+@pytest.mark.parametrize("spec", ["tpu", "cuda:-1", "cuda:x", "gpu0", ""])
+def test_bad_specs_name_the_choices(spec):
+    with pytest.raises(gpubp.ArgumentError, match=r"device must be one of auto, cpu, gpu, cuda, cuda:N.*got"):
+        gpubp.device(spec)
+
+
+def test_non_string_spec_is_refused():
+    with pytest.raises(gpubp.ArgumentError, match="device must be a string"):
+        gpubp.device(0)
+
+
+def test_env_variable_sets_what_auto_means(monkeypatch):
+    monkeypatch.setenv(backend.ENV_DEVICE, "cpu")
+    assert str(gpubp.device("auto")) == "cpu"
+    assert str(gpubp.device("cpu")) == "cpu"  # an explicit spec still wins
+    monkeypatch.setenv(backend.ENV_DEVICE, "quantum")
+    with pytest.raises(gpubp.ArgumentError, match="GPUBP_DEVICE must be one of .* got 'quantum'"):
+        gpubp.device("auto")
+
+
+def test_env_asking_for_a_missing_gpu_says_where_the_request_came_from(monkeypatch):
+    if gpubp.gpu_available():
+        pytest.skip("a GPU is usable here, so GPUBP_DEVICE=gpu is satisfied")
+    monkeypatch.setenv(backend.ENV_DEVICE, "gpu")
+    with pytest.raises(gpubp.DeviceError, match="GPUBP_DEVICE asks for cuda:0"):
+        gpubp.device("auto")
+
+
+@pytest.mark.skipif(not HAS_CUPY, reason="CuPy is not installed here (CI installs cupy-cuda12x to test this)")
+def test_cupy_installed_without_a_gpu_falls_back_and_explains():
+    if gpubp.gpu_available():
+        pytest.skip("a GPU is usable here: this test is about machines without one")
+    reason = gpubp.gpu_unavailable_reason()
+    assert "CuPy" in reason and "installed" in reason and "driver" in reason
+    assert str(gpubp.device("auto")) == "cpu"
+    with pytest.raises(gpubp.DeviceError) as info:
+        gpubp.device("gpu")
+    message = str(info.value)
+    assert reason in message
+    assert "gpubp[cuda12]" in message and "nvidia-smi" in message and "device='cpu'" in message
+    assert isinstance(info.value, RuntimeError)
+
+
+def test_cupy_expected_in_ci():
+    # .ci/run installs cupy-cuda12x so that the fallback above is tested for real.
+    if os.environ.get("GPUBP_EXPECT_CUPY") != "1":
+        pytest.skip("GPUBP_EXPECT_CUPY is not set (CI sets it after installing cupy-cuda12x)")
+    assert HAS_CUPY, "CI should have installed cupy-cuda12x"
+
+
+def test_cupy_missing_falls_back_and_explains():
+    # sys.modules["cupy"] = None makes `import cupy` raise ImportError, as on a machine without it.
+    result = run_python(
+        "import sys; sys.modules['cupy'] = None\n"
+        "import gpubp\n"
+        "print(gpubp.gpu_unavailable_reason()); print(gpubp.device('auto'))\n"
+        "try:\n    gpubp.device('cuda:1')\nexcept gpubp.DeviceError as e:\n    print(e)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    reason, auto, error = result.stdout.splitlines()
+    assert reason == "CuPy is not installed"
+    assert auto == "cpu"
+    assert error.startswith("device asks for cuda:1, which is not usable: CuPy is not installed.")
+    assert "pip install 'gpubp[cuda12]'" in error
+
+
+def test_import_is_fast_and_does_not_import_cupy():
+    result = run_python(
+        "import sys, time; t = time.perf_counter(); import gpubp\n"
+        "print(time.perf_counter() - t); print('cupy' in sys.modules)"
+    )
+    assert result.returncode == 0, result.stderr
+    seconds, cupy_loaded = result.stdout.split()
+    assert cupy_loaded == "False"
+    assert float(seconds) < 2.0
+
+
+def test_index_out_of_range():
+    require_gpu()
+    count = backend.cuda_device_count()
+    reason = gpubp.gpu_unavailable_reason(count)
+    assert reason.startswith(f"cuda:{count} is out of range: {count} CUDA device(s) found")
+    with pytest.raises(gpubp.DeviceError, match="out of range"):
+        gpubp.device(f"cuda:{count}")
+
+
+def test_arrays_move_to_the_device_and_back(device):
+    host = np.arange(6, dtype=np.float32).reshape(2, 3)
+    on_device = device.asarray(host)
+    assert gpubp.get_array_module(on_device) is device.xp
+    assert gpubp.device_of(on_device) == device
+    back = gpubp.to_numpy(on_device)
+    assert type(back) is np.ndarray
+    np.testing.assert_array_equal(back, host)
+
+
+def test_asarray_copies_only_when_it_must():
+    host = np.ones((2, 2), dtype=np.float32)
+    assert np.shares_memory(gpubp.device("cpu").asarray(host), host)
+    assert gpubp.device("cpu").asarray(host, dtype=np.float64).dtype == np.float64
+    assert gpubp.get_array_module(host) is np
+    assert gpubp.get_array_module([1, 2]) is np

@@ -1,0 +1,189 @@
+"""The MLP's structure, its initialisation, its argument checks, and what training achieves."""
+
+import numpy as np
+import pytest
+
+import gpubp
+
+from .conftest import require_gpu
+from .goldens import relative_error
+
+XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=float)
+XOR_Y = np.array([0, 1, 1, 0], dtype=float)
+
+
+def test_shapes_and_flat_buffer(device):
+    net = gpubp.MLP([5, 4, 3], device=device)
+    assert [w.shape for w in net.weights] == [(5, 4), (4, 3)]
+    assert [b.shape for b in net.biases] == [(4,), (3,)]
+    assert net.params.shape == (5 * 4 + 4 + 4 * 3 + 3,)
+    # weights and biases are views: writing the flat buffer changes them, and the other way round
+    net.params[...] = 0
+    net.weights[1][2, 1] = 7
+    assert float(net.params.sum()) == 7
+    assert gpubp.get_array_module(net.params) is device.xp
+    assert net.params.dtype == np.float32
+
+
+def test_trace_holds_every_z_and_a(device):
+    net = gpubp.MLP([3, 4, 2], activation="tanh", loss="cross_entropy", dtype="float64", device=device)
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    trace = net.forward(X)
+    xp = device.xp
+    assert len(trace.z) == 2 and len(trace.a) == 3
+    np.testing.assert_array_equal(gpubp.to_numpy(trace.a[0]), X)
+    # Recompute each layer from the formulas, with the net's own weights.
+    z0 = trace.a[0] @ net.weights[0] + net.biases[0]
+    assert xp.allclose(trace.z[0], z0) and xp.allclose(trace.a[1], xp.tanh(z0))
+    z1 = trace.a[1] @ net.weights[1] + net.biases[1]
+    e = xp.exp(z1 - z1.max(axis=1, keepdims=True))
+    assert xp.allclose(trace.output, e / e.sum(axis=1, keepdims=True))
+    assert trace.output is trace.a[-1]
+    assert xp.allclose(net.predict(X), trace.output)
+
+
+def test_backward_reuses_a_given_buffer():
+    net = gpubp.MLP([3, 4, 2], dtype="float64", device="cpu")
+    X, Y = np.ones((2, 3)), np.zeros((2, 2))
+    buffer = net.new_grads()
+    grads = net.backward(net.forward(X), Y, out=buffer)
+    assert grads is buffer and np.shares_memory(grads.weights[0], buffer.flat)
+    np.testing.assert_array_equal(grads.flat, net.backward(net.forward(X), Y).flat)
+
+
+def test_initial_weights_do_not_depend_on_the_device(device):
+    cpu = gpubp.MLP([6, 5, 3], dtype="float64", device="cpu", seed=3)
+    other = gpubp.MLP([6, 5, 3], dtype="float64", device=device, seed=3)
+    np.testing.assert_array_equal(gpubp.to_numpy(other.params), cpu.params)
+    assert not np.array_equal(gpubp.MLP([6, 5, 3], dtype="float64", device="cpu", seed=4).params, cpu.params)
+
+
+def test_init_scales():
+    wide = gpubp.MLP([400, 300, 10], activation="sigmoid", dtype="float64", device="cpu")
+    limit = np.sqrt(6 / (400 + 300))  # Glorot uniform: U(−limit, limit), variance limit²/3
+    assert np.abs(wide.weights[0]).max() <= limit
+    assert wide.weights[0].var() == pytest.approx(limit**2 / 3, rel=0.02)
+    he = gpubp.MLP([400, 300, 10], activation="relu", dtype="float64", device="cpu")
+    assert he.init == "he"
+    assert he.weights[0].std() == pytest.approx(np.sqrt(2 / 400), rel=0.02)  # He: N(0, 2/n_in)
+    assert not he.biases[0].any()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"sizes": [3]}, gpubp.ArgumentError, r"sizes needs at least 2 entries.*\[3\]"),
+        ({"sizes": [3, 0, 1]}, gpubp.ArgumentError, r"must be positive; got 0"),
+        ({"sizes": [3, 2.5]}, gpubp.ArgumentTypeError, r"whole numbers; got 2.5"),
+        ({"sizes": "34"}, gpubp.ArgumentTypeError, r"sizes must be a sequence"),
+        ({"dtype": "int32"}, gpubp.ArgumentTypeError, r"dtype must be a float type.*got 'int32'"),
+        ({"dtype": "float16"}, gpubp.ArgumentError, r"dtype must be one of float32, float64; got 'float16'"),
+        ({"dtype": "banana"}, gpubp.ArgumentTypeError, r"dtype must be one of float32, float64; got 'banana'"),
+        ({"init": "zeros"}, gpubp.ArgumentError, r"init must be one of 'glorot', 'he'; got 'zeros'"),
+        ({"output_activation": "swish"}, gpubp.ArgumentError, r"output_activation must be one of .*got 'swish'"),
+        ({"loss": "bce", "output_activation": "relu"}, gpubp.ArgumentError, r"loss 'bce' needs output_activation"),
+    ],
+)
+def test_bad_constructor_arguments(kwargs, error, message):
+    kwargs = {"sizes": [3, 2], "device": "cpu"} | kwargs
+    with pytest.raises(error, match=message):
+        gpubp.MLP(**kwargs)
+
+
+def test_bad_arrays_name_the_expected_shape():
+    net = gpubp.MLP([3, 4, 2], device="cpu")
+    with pytest.raises(gpubp.ShapeError, match=r"X must have shape \(N, 3\) for this net; got \(5, 4\)"):
+        net.forward(np.zeros((5, 4)))
+    with pytest.raises(gpubp.ShapeError, match=r"X must have shape \(N, 3\).*got \(3,\)"):
+        net.forward(np.zeros(3))
+    with pytest.raises(gpubp.ShapeError, match=r"at least one row"):
+        net.forward(np.zeros((0, 3)))
+    with pytest.raises(gpubp.ArgumentTypeError, match=r"X must hold numbers; got dtype <U1"):
+        net.forward(np.array([["a", "b", "c"]]))
+    trace = net.forward(np.zeros((5, 3)))
+    with pytest.raises(gpubp.ShapeError, match=r"Y must have shape \(5, 2\) to match 5 rows of X and 2 outputs"):
+        net.backward(trace, np.zeros((4, 2)))
+    with pytest.raises(gpubp.ShapeError, match=r"Y must have shape \(5, 2\)"):
+        net.loss(trace.output, np.zeros((5, 3)))
+
+
+def test_bad_class_labels():
+    net = gpubp.MLP([3, 2], loss="cross_entropy", device="cpu")
+    trace = net.forward(np.zeros((3, 3)))
+    with pytest.raises(gpubp.ArgumentError, match=r"must lie in \[0, 2\) for 2 outputs; got values from 0 to 2"):
+        net.backward(trace, np.array([0, 1, 2]))
+    with pytest.raises(gpubp.ArgumentTypeError, match=r"integers in \[0, 2\); got dtype float64"):
+        net.backward(trace, np.array([0.0, 1.0, 1.0]))
+    with pytest.raises(gpubp.ShapeError, match=r"class labels Y must have shape \(3,\)"):
+        net.backward(trace, np.array([0, 1]))
+
+
+def test_integer_inputs_are_converted_to_the_net_dtype():
+    net = gpubp.MLP([2, 1], dtype="float64", device="cpu")
+    assert net.forward(np.array([[1, 0]])).a[0].dtype == np.float64
+
+
+def test_sgd_update_rules_by_hand():
+    net = gpubp.MLP([1, 1], activation="identity", output_activation="identity", dtype="float64", device="cpu")
+    net.params[...] = [1.0, 0.5]  # w, b
+    grads = net.new_grads()
+    grads.flat[...] = [0.2, -0.4]
+    opt = gpubp.SGD(net, lr=0.1, momentum=0.9, weight_decay=0.01)
+    opt.step(grads)
+    # g = grad + 0.01·W = [0.21, −0.395]; v = g; W = W − 0.1·v = [0.979, 0.5395]
+    np.testing.assert_allclose(net.params, [0.979, 0.5395], rtol=1e-14)
+    opt.step(grads)
+    # g = [0.2 + 0.00979, −0.4 + 0.005395] = [0.20979, −0.394605]
+    # v = 0.9·[0.21, −0.395] + g = [0.39879, −0.750105]; W = W − 0.1·v = [0.939121, 0.6145105]
+    np.testing.assert_allclose(net.params, [0.939121, 0.6145105], rtol=1e-14)
+
+    net.params[...] = [1.0, 0.5]
+    nesterov = gpubp.SGD(net, lr=0.1, momentum=0.5, nesterov=True)
+    nesterov.step(grads)
+    # v = g = [0.2, −0.4]; step = g + 0.5·v = [0.3, −0.6]; W = [1 − 0.03, 0.5 + 0.06]
+    np.testing.assert_allclose(net.params, [0.97, 0.56], rtol=1e-14)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": 0}, r"lr must be a finite number > 0; got 0.0"),
+        ({"lr": float("nan")}, r"lr must be a finite number > 0; got nan"),
+        ({"lr": "fast"}, r"lr must be a number; got 'fast'"),
+        ({"lr": 0.1, "momentum": 1.0}, r"momentum must be a finite number ≥ 0 and < 1; got 1.0"),
+        ({"lr": 0.1, "weight_decay": -1}, r"weight_decay must be a finite number ≥ 0; got -1.0"),
+        ({"lr": 0.1, "nesterov": True}, r"nesterov=True needs momentum > 0"),
+    ],
+)
+def test_bad_optimizer_arguments(kwargs, message):
+    with pytest.raises((gpubp.ArgumentError, gpubp.ArgumentTypeError), match=message):
+        gpubp.SGD(gpubp.MLP([2, 1], device="cpu"), **kwargs)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_xor_is_learned(device, dtype):
+    net = gpubp.MLP([2, 4, 1], activation="sigmoid", loss="mse", dtype=dtype, device=device, seed=0)
+    opt = gpubp.SGD(net, lr=2.0)
+    X, Y = net.inputs(XOR_X), net.targets(XOR_Y, 4)
+    for _ in range(3000):
+        opt.step(net.backward(net.forward(X), Y))
+    predicted = gpubp.to_numpy(net.predict(XOR_X))[:, 0] > 0.5
+    np.testing.assert_array_equal(predicted, XOR_Y.astype(bool))
+    assert net.loss(net.predict(XOR_X), XOR_Y) < 0.01
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-10), ("float32", 1e-4)])
+def test_cpu_gpu_parity_after_20_steps(dtype, tolerance):
+    require_gpu()
+    rng = np.random.default_rng(5)
+    X, Y = rng.normal(size=(64, 10)), rng.integers(0, 4, size=64)
+    final = {}
+    for spec in ("cpu", "gpu"):
+        net = gpubp.MLP([10, 32, 16, 4], activation="tanh", loss="cross_entropy", dtype=dtype, device=spec, seed=11)
+        opt = gpubp.SGD(net, lr=0.2, momentum=0.9)
+        for step in range(20):
+            rows = slice(16 * (step % 4), 16 * (step % 4) + 16)
+            opt.step(net.backward(net.forward(X[rows]), Y[rows]))
+        final[spec] = gpubp.to_numpy(net.params)
+    assert relative_error(final["gpu"], final["cpu"]) <= tolerance
