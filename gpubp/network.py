@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy
 
 from . import activations, losses
-from .backend import Device
+from .backend import Device, get_array_module
 from .backend import device as get_device
 from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error
 
@@ -90,9 +90,10 @@ def _check_dtype(dtype) -> numpy.dtype:
 class MLP:
     """A multilayer perceptron trained by explicit backpropagation.
 
-    >>> net = MLP([2, 4, 1], activation="sigmoid", loss="mse", device="cpu")
-    >>> trace = net.forward(X)          # every z and a
-    >>> grads = net.backward(trace, Y)  # every ∂E/∂W, ∂E/∂b and delta
+        net = MLP([2, 4, 1], activation="sigmoid", loss="mse", device="cpu")
+        trace = net.forward(X)          # every z and a
+        grads = net.backward(trace, Y)  # every ∂E/∂W, ∂E/∂b and delta
+        SGD(net, lr=0.5).step(grads)
     """
 
     def __init__(
@@ -137,13 +138,15 @@ class MLP:
 
     def _initial_params(self, rng) -> numpy.ndarray:
         """Glorot (uniform, ±√(6/(n_in+n_out))) or He (normal, σ = √(2/n_in)) weights; zero biases."""
-        flat = numpy.zeros(sum(i * o + o for i, o in zip(self.sizes[:-1], self.sizes[1:])), dtype=self.dtype)
-        for W, (n_in, n_out) in zip(_layer_views(flat, self.sizes)[0], zip(self.sizes[:-1], self.sizes[1:])):
+        layers = zip(self.sizes[:-1], self.sizes[1:])
+        flat = numpy.zeros(sum(n_in * n_out + n_out for n_in, n_out in layers), dtype=self.dtype)
+        for W in _layer_views(flat, self.sizes)[0]:
+            n_in, n_out = W.shape
             if self.init == "glorot":
                 limit = math.sqrt(6.0 / (n_in + n_out))
-                W[...] = rng.uniform(-limit, limit, size=(n_in, n_out))
+                W[...] = rng.uniform(-limit, limit, size=W.shape)
             else:
-                W[...] = rng.normal(0.0, math.sqrt(2.0 / n_in), size=(n_in, n_out))
+                W[...] = rng.normal(0.0, math.sqrt(2.0 / n_in), size=W.shape)
         return flat
 
     def __repr__(self) -> str:
@@ -155,21 +158,27 @@ class MLP:
 
     # --- arrays in -------------------------------------------------------
 
+    def _numbers(self, x, name: str):
+        """`x` on this net's device, checked to hold numbers before it is copied anywhere."""
+        if get_array_module(x) is numpy:
+            x = numpy.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise ArgumentTypeError(f"{name} must hold numbers; got dtype {x.dtype}")
+        return self.device.asarray(x)
+
     def inputs(self, X):
         """X on this net's device and in its dtype, checked to be (N, n_inputs)."""
-        X = self.device.asarray(X)
+        X = self._numbers(X, "X")
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ShapeError(f"X must have shape (N, {self.sizes[0]}) for this net; got {tuple(X.shape)}")
         if X.shape[0] == 0:
             raise ShapeError(f"X must have at least one row; got shape {tuple(X.shape)}")
-        if X.dtype.kind not in "fiub":
-            raise ArgumentTypeError(f"X must hold numbers; got dtype {X.dtype}")
         return X.astype(self.dtype, copy=False)
 
     def targets(self, Y, n: int):
         """Y as (n, n_outputs) rows in this net's dtype; class labels become one-hot rows."""
         k = self.sizes[-1]
-        Y = self.device.asarray(Y)
+        Y = self._numbers(Y, "Y")
         if Y.ndim == 1 and self.loss_fn.name == "cross_entropy":
             return self._one_hot(Y, n, k)
         if Y.ndim == 1 and k == 1:
@@ -180,8 +189,6 @@ class MLP:
                 + (", or class labels of shape (N,)" if self.loss_fn.name == "cross_entropy" else "")
                 + f"; got {tuple(Y.shape)}"
             )
-        if Y.dtype.kind not in "fiub":
-            raise ArgumentTypeError(f"Y must hold numbers; got dtype {Y.dtype}")
         return Y.astype(self.dtype, copy=False)
 
     def _one_hot(self, labels, n: int, k: int):
