@@ -1,7 +1,7 @@
 """gpubp: multilayer perceptrons trained by explicit backpropagation, on NumPy or CuPy."""
 
-__version__ = "0.1.0"
-
+from . import datasets
+from ._version import __version__
 from .backend import (
     Device,
     device,
@@ -11,28 +11,54 @@ from .backend import (
     gpu_unavailable_reason,
     to_numpy,
 )
-from .errors import ArgumentError, ArgumentTypeError, DeviceError, GpubpError, ShapeError
+from .checkpoint import Checkpoint, load, load_checkpoint, save
+from .errors import (
+    ArgumentError,
+    ArgumentTypeError,
+    CheckpointError,
+    DatasetError,
+    DeviceError,
+    GpubpError,
+    ShapeError,
+    TrainingDiverged,
+)
 from .gradcheck import gradcheck
 from .network import MLP, Grads, Trace
 from .optim import SGD
+from .train import Callback, CosineLR, EarlyStopping, History, StepLR, evaluate, fit
 
 __all__ = [
     "MLP",
     "SGD",
     "ArgumentError",
     "ArgumentTypeError",
+    "Callback",
+    "Checkpoint",
+    "CheckpointError",
+    "CosineLR",
+    "DatasetError",
     "Device",
     "DeviceError",
+    "EarlyStopping",
     "GpubpError",
     "Grads",
+    "History",
     "ShapeError",
+    "StepLR",
     "Trace",
+    "TrainingDiverged",
     "__version__",
+    "datasets",
     "device",
     "device_of",
+    "evaluate",
+    "fit",
     "get_array_module",
     "gpu_available",
     "gpu_unavailable_reason",
     "gradcheck",
+    "load",
+    "load_checkpoint",
+    "save",
     "to_numpy",
 ]

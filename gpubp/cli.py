@@ -1,19 +1,300 @@
-"""The `gpubp` command line: parses arguments and calls the library."""
+"""The `gpubp` command line: parses arguments and calls the library.
+
+    gpubp train [--data digits] [options]   train, report the test metrics, save the model
+    gpubp eval MODEL --data ...             loss and accuracy of a saved model
+    gpubp predict MODEL INPUT --out FILE    predictions as .csv or .npy
+    gpubp info                              versions, devices, and why the GPU is unavailable
+
+Errors print one line to stderr and exit with status 2; Ctrl-C during training
+keeps the last completed epoch's checkpoint and exits with status 130.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
-from . import __version__, backend
+import numpy
+
+from . import atomic, backend, checkpoint, datasets, plot, train
+from ._version import __version__
+from .activations import ACTIVATIONS, HIDDEN
+from .errors import GpubpError
+from .losses import LOSSES
+from .network import DTYPES, MLP
+from .optim import SGD
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
+SCHEDULES = ("cosine", "step", "none")
 
 
-def info(args) -> int:
-    rows = [("gpubp", __version__), *backend.describe()]
+class UsageError(GpubpError):
+    """A command-line request that cannot be carried out."""
+
+
+def _layers(text: str) -> list[int]:
+    try:
+        widths = [int(w) for w in text.split(",") if w.strip()] if text.strip() else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected widths separated by commas, such as 64,32; got {text!r}") from None
+    if any(w <= 0 for w in widths):
+        raise argparse.ArgumentTypeError(f"every layer width must be positive; got {text!r}")
+    return widths
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to 1; got {text!r}")
+    return value
+
+
+# --- train -------------------------------------------------------------------
+
+
+def _scaler_for(split, settings) -> datasets.Standardizer | None:
+    if settings["standardize"] == "none":
+        return None
+    return datasets.Standardizer(per_feature=settings["standardize"] == "feature").fit(split.X_train)
+
+
+def _scale(X, scaler_dict):
+    if scaler_dict is None:
+        return numpy.asarray(X, dtype=numpy.float32)
+    return datasets.Standardizer.from_dict(scaler_dict).transform(X)
+
+
+def _training_settings(args, saved: dict | None) -> dict:
+    """The options that must stay the same across a resumed run come from the checkpoint."""
+    settings = dict(saved or {})
+    fresh = {
+        "data": args.data or "digits",
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "schedule": args.schedule,
+        "test_size": args.test_size,
+        "val_size": args.val_size,
+        "standardize": args.standardize,
+        "patience": args.patience,
+    }
+    for key, value in fresh.items():
+        settings.setdefault(key, value)
+    if settings["standardize"] is None:
+        settings["standardize"] = "global" if settings["data"] in ("digits", "mnist") else "feature"
+    return settings
+
+
+def _build_net(args, split, device) -> tuple[MLP, SGD]:
+    if split.classification:
+        loss = args.loss or "cross_entropy"
+        output = args.output_activation
+    else:
+        loss = args.loss or "mse"
+        output = args.output_activation or "identity"
+    sizes = [split.X_train.shape[1], *args.layers, split.n_outputs]
+    net = MLP(sizes, args.activation, output, loss, dtype=args.dtype, device=device, seed=args.seed)
+    return net, SGD(net, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+
+
+def cmd_train(args) -> int:
+    started = time.perf_counter()
+    if args.plot:
+        plot.require_matplotlib()  # say so now, not after the training
+    resumed = checkpoint.load_checkpoint(args.resume, args.device) if args.resume else None
+    saved = resumed.meta.get("settings") if resumed else None
+    settings = _training_settings(args, saved)
+    split = datasets.load_split(
+        settings["data"], settings["test_size"], settings["seed"], mnist_dir=args.mnist_dir, download=args.download
+    )
+    if resumed is not None:
+        net, optimizer = resumed.net, resumed.optimizer or SGD(resumed.net, lr=args.lr)
+        scaler = resumed.meta.get("standardizer")
+        history = train.History.from_dict(resumed.meta.get("history", {}))
+        initial_epoch = resumed.epoch
+        if initial_epoch >= args.epochs:
+            raise UsageError(f"{args.resume} has finished epoch {initial_epoch} already; pass a larger --epochs")
+    else:
+        scaler_obj = _scaler_for(split, settings)
+        scaler = scaler_obj.to_dict() if scaler_obj is not None else None
+        net, optimizer = _build_net(args, split, args.device)
+        history, initial_epoch = None, 0
+    if net.sizes[0] != split.X_train.shape[1]:
+        raise UsageError(f"the data has {split.X_train.shape[1]} features but the model takes {net.sizes[0]}")
+
+    X_train, y_train = _scale(split.X_train, scaler), split.y_train
+    validation = None
+    if settings["val_size"] > 0 and len(X_train) >= 20:
+        X_train, X_val, y_train, y_val = datasets.train_test_split(
+            X_train, y_train, settings["val_size"], seed=settings["seed"]
+        )
+        validation = (X_val, y_val)
+    save_path = Path(args.save or args.resume or f"gpubp-{split.name}.safetensors")
+    callbacks = [train.ModelCheckpoint(save_path, settings=settings, standardizer=scaler)]
+    if settings["schedule"] == "cosine":
+        callbacks.insert(0, train.CosineLR())
+    elif settings["schedule"] == "step":
+        callbacks.insert(0, train.StepLR(step_size=max(1, args.epochs // 3), gamma=0.1))
+    if settings["patience"]:
+        if validation is None:
+            raise UsageError("--patience watches the validation loss: give --val-size > 0")
+        callbacks.insert(0, train.EarlyStopping(patience=settings["patience"]))
+    if args.log and initial_epoch == 0:
+        atomic.write_bytes(args.log, b"")  # a fresh run starts a fresh log; a resumed one appends
+
+    print(
+        f"training {net} on {split.name}: {len(X_train)} training rows"
+        + (f", {len(validation[0])} validation" if validation else "")
+        + f", {len(split.X_test)} test",
+        file=sys.stderr,
+    )
+    try:
+        history = train.fit(
+            net,
+            X_train,
+            y_train,
+            epochs=args.epochs,
+            batch_size=settings["batch_size"],
+            optimizer=optimizer,
+            validation_data=validation,
+            seed=settings["seed"],
+            progress="lines" if args.no_progress else True,
+            callbacks=callbacks,
+            log=args.log,
+            initial_epoch=initial_epoch,
+            history=history,
+        )
+    except KeyboardInterrupt:
+        where = f"the last completed epoch is saved in {save_path}" if save_path.exists() else "no epoch had completed"
+        print(f"\ngpubp: interrupted; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if history.epoch and history.epoch[-1] < args.epochs:
+        # early stopping put back the best weights: save those, not the last epoch's
+        checkpoint.save(
+            net,
+            save_path,
+            optimizer,
+            epoch=history.epoch[-1],
+            history=history.to_dict(),
+            settings=settings,
+            standardizer=scaler,
+        )
+
+    test = train.evaluate(net, _scale(split.X_test, scaler), split.y_test)
+    seconds = time.perf_counter() - started
+    summary = {
+        "test_loss": test["loss"],
+        "test_accuracy": test["accuracy"],
+        "device": str(net.device),
+        "seconds": seconds,
+        "epochs": len(history),
+    }
+    if args.log:
+        with open(args.log, "a") as f:
+            f.write(json.dumps(summary) + "\n")
+    if args.plot:
+        plot.plot_history(history, args.plot, title=f"gpubp on {split.name}")
+    accuracy = f"  test accuracy {test['accuracy']:.2%}" if test["accuracy"] is not None else ""
+    print(f"test loss {test['loss']:.4f}{accuracy}  device {net.device}  time {seconds:.1f}s")
+    print(f"saved the model to {save_path}" + (f", the curves to {args.plot}" if args.plot else ""))
+    return 0
+
+
+# --- eval, predict, info -------------------------------------------------------
+
+
+def cmd_eval(args) -> int:
+    ckpt = checkpoint.load_checkpoint(args.model, args.device)
+    settings = ckpt.meta.get("settings") or {}
+    split = datasets.load_split(
+        args.data or settings.get("data", "digits"),
+        settings.get("test_size", 0.2),
+        settings.get("seed", 0),
+        mnist_dir=args.mnist_dir,
+        download=args.download,
+    )
+    if split.X_test.shape[1] != ckpt.net.sizes[0]:
+        raise UsageError(f"the data has {split.X_test.shape[1]} features but the model takes {ckpt.net.sizes[0]}")
+    X = _scale(split.X_test, ckpt.meta.get("standardizer"))
+    result = train.evaluate(ckpt.net, X, split.y_test)
+    accuracy = f"  accuracy {result['accuracy']:.2%}" if result["accuracy"] is not None else ""
+    print(f"{split.name} test rows: {len(X)}  loss {result['loss']:.4f}{accuracy}  device {ckpt.net.device}")
+    return 0
+
+
+def _read_inputs(path: Path) -> numpy.ndarray:
+    if not path.is_file():
+        raise UsageError(f"input file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return numpy.load(path, allow_pickle=False)
+        if suffix == ".npz":
+            with numpy.load(path, allow_pickle=False) as data:
+                if "X" not in data:
+                    raise UsageError(f"{path} must hold an array named X; it holds {sorted(data.files)}")
+                return data["X"]
+        if suffix == ".csv":
+            with open(path) as f:
+                header = not f.readline().split(",")[0].strip().lstrip("-+").replace(".", "", 1).isdigit()
+            return numpy.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
+    except ValueError as e:
+        raise UsageError(f"could not read {path} ({e})") from None
+    raise UsageError(f"input file must end in .csv, .npy or .npz; got {path.name!r}")
+
+
+def cmd_predict(args) -> int:
+    ckpt = checkpoint.load_checkpoint(args.model, args.device)
+    out = Path(args.out)
+    if out.suffix.lower() not in (".csv", ".npy"):
+        raise UsageError(f"--out must end in .csv or .npy; got {out.name!r}")
+    X = _read_inputs(Path(args.input))
+    if X.ndim != 2 or X.shape[1] != ckpt.net.sizes[0]:
+        raise UsageError(f"{args.input} must have {ckpt.net.sizes[0]} columns for this model; got shape {X.shape}")
+    output = backend.to_numpy(ckpt.net.predict(_scale(X, ckpt.meta.get("standardizer"))))
+    if out.suffix.lower() == ".npy":
+        import io
+
+        buffer = io.BytesIO()
+        numpy.save(buffer, output)
+        atomic.write_bytes(out, buffer.getvalue())
+    else:
+        classes = train.accuracy_counter(ckpt.net) is not None
+        if classes:
+            labels = (output[:, 0] > 0.5).astype(int) if output.shape[1] == 1 else output.argmax(axis=1)
+            header = ["prediction"] + [f"p{k}" for k in range(output.shape[1])]
+            rows = [[str(c)] + [f"{v:.6g}" for v in row] for c, row in zip(labels, output)]
+        else:
+            header = [f"y{k}" for k in range(output.shape[1])]
+            rows = [[f"{v:.6g}" for v in row] for row in output]
+        text = "\n".join(",".join(r) for r in [header, *rows]) + "\n"
+        atomic.write_bytes(out, text.encode())
+    print(f"wrote {len(output)} predictions to {out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    rows = [("gpubp", __version__), ("python", sys.version.split()[0]), *backend.describe(), ("blas", _blas())]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key:<{width}}  {value}")
     return 0
+
+
+def _blas() -> str:
+    """The BLAS library NumPy uses, from its build configuration."""
+    try:
+        config = numpy.show_config(mode="dicts")
+        blas = config["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except Exception:  # older NumPy has no mode="dicts"
+        return "unknown"
+
+
+# --- the parser ----------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,15 +303,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gpubp {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands.add_parser("info", help="versions, devices, and why the GPU is unavailable when it is").set_defaults(
-        run=info
-    )
+
+    def data_options(p, default_help):
+        p.add_argument("--data", help=f"xor, spirals, digits, mnist, PATH.npz or PATH.csv ({default_help})")
+        p.add_argument("--mnist-dir", help="folder holding the MNIST IDX files (default: the cache)")
+        p.add_argument("--download", action="store_true", help="download MNIST into the cache if missing")
+        p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
+
+    t = commands.add_parser("train", help="train a network and save it", description="Train a network and save it.")
+    data_options(t, "default: digits")
+    t.add_argument("--layers", type=_layers, default=[256], help="hidden widths, such as 64,32 (default: 256)")
+    t.add_argument("--activation", default="relu", choices=HIDDEN, help="hidden activation (default: relu)")
+    t.add_argument("--output-activation", choices=tuple(ACTIVATIONS), help="(default: chosen by the loss)")
+    t.add_argument("--loss", choices=tuple(LOSSES), help="(default: cross_entropy for labels, mse for values)")
+    t.add_argument("--epochs", type=int, default=40, help="(default: 40)")
+    t.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
+    t.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
+    t.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
+    t.add_argument("--weight-decay", type=float, default=1e-4, help="(default: 1e-4)")
+    t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default: cosine)")
+    t.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better val_loss")
+    t.add_argument("--val-size", type=_fraction, default=0.1, help="share of the training rows held out (0.1)")
+    t.add_argument("--test-size", type=_fraction, default=0.2, help="share of the rows kept for the test (0.2)")
+    t.add_argument("--standardize", choices=("feature", "global", "none"), help="input scaling (default: by data)")
+    t.add_argument("--dtype", choices=DTYPES, default="float32", help="(default: float32)")
+    t.add_argument("--seed", type=int, default=0, help="weights, split and shuffling (default: 0)")
+    t.add_argument("--save", help="where to save the model (default: gpubp-DATA.safetensors)")
+    t.add_argument("--resume", help="continue the run saved in this checkpoint")
+    t.add_argument("--log", help="write one JSON object per epoch to this .jsonl file")
+    t.add_argument("--plot", help="draw the loss and accuracy curves into this .png (needs gpubp[plot])")
+    t.add_argument("--no-progress", action="store_true", help="plain lines instead of a progress bar")
+    t.set_defaults(run=cmd_train)
+
+    e = commands.add_parser("eval", help="loss and accuracy of a saved model on a data set's test rows")
+    e.add_argument("model", help="a .safetensors file written by gpubp train")
+    data_options(e, "default: the data the model was trained on")
+    e.set_defaults(run=cmd_eval)
+
+    p = commands.add_parser("predict", help="predictions of a saved model for the rows of a file")
+    p.add_argument("model", help="a .safetensors file written by gpubp train")
+    p.add_argument("input", help="rows to predict: .csv (no label column), .npy, or .npz with an array X")
+    p.add_argument("--out", required=True, help="where to write: .csv (class and outputs) or .npy (outputs)")
+    p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
+    p.set_defaults(run=cmd_predict)
+
+    i = commands.add_parser("info", help="versions, devices, and why the GPU is unavailable when it is")
+    i.set_defaults(run=cmd_info)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    try:
+        return args.run(args)
+    except (GpubpError, OSError) as e:
+        message = str(e) if isinstance(e, GpubpError) else f"{e.strerror or e}: {e.filename or ''}".rstrip(": ")
+        print(f"gpubp: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("\ngpubp: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -25,3 +25,19 @@ def choice_error(argument: str, given: object, choices) -> ArgumentError:
     """The error for a name that is not one of `choices`."""
     listed = ", ".join(repr(c) for c in choices)
     return ArgumentError(f"{argument} must be one of {listed}; got {given!r}")
+
+
+class TrainingDiverged(GpubpError, FloatingPointError):
+    """The loss became NaN or infinite; the net holds its last good weights."""
+
+
+class CheckpointError(GpubpError, ValueError):
+    """A checkpoint file is missing, damaged, or not one gpubp wrote."""
+
+
+class DatasetError(GpubpError, ValueError):
+    """A data file is missing, malformed, or failed its checksum."""
+
+
+class MissingDependency(GpubpError, ImportError):
+    """An optional package that a feature needs is not installed."""

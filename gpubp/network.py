@@ -90,10 +90,10 @@ def _check_dtype(dtype) -> numpy.dtype:
 class MLP:
     """A multilayer perceptron trained by explicit backpropagation.
 
-        net = MLP([2, 4, 1], activation="sigmoid", loss="mse", device="cpu")
-        trace = net.forward(X)          # every z and a
-        grads = net.backward(trace, Y)  # every ∂E/∂W, ∂E/∂b and delta
-        SGD(net, lr=0.5).step(grads)
+    net = MLP([2, 4, 1], activation="sigmoid", loss="mse", device="cpu")
+    trace = net.forward(X)          # every z and a
+    grads = net.backward(trace, Y)  # every ∂E/∂W, ∂E/∂b and delta
+    SGD(net, lr=0.5).step(grads)
     """
 
     def __init__(

@@ -33,12 +33,24 @@ class SGD:
     def __init__(self, net, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         self.net = net
         self.lr = _check_number("lr", lr, 0.0, low_ok=False)
+        self.initial_lr = self.lr  # what learning-rate schedules scale from
         self.momentum = _check_number("momentum", momentum, 0.0, 1.0)
         self.weight_decay = _check_number("weight_decay", weight_decay, 0.0)
         if nesterov and self.momentum == 0.0:
             raise ArgumentError("nesterov=True needs momentum > 0; got momentum=0.0")
         self.nesterov = bool(nesterov)
         self.velocity = net.xp.zeros_like(net.params) if self.momentum else None
+
+    def hyperparameters(self) -> dict:
+        """Everything but the velocity, as plain numbers (for checkpoints and logs)."""
+        return {
+            "name": "SGD",
+            "lr": self.lr,
+            "initial_lr": self.initial_lr,
+            "momentum": self.momentum,
+            "nesterov": self.nesterov,
+            "weight_decay": self.weight_decay,
+        }
 
     def step(self, grads) -> None:
         """Move every weight and bias a small step against its gradient."""

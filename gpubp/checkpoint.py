@@ -1,0 +1,173 @@
+"""Checkpoints: the weights in the safetensors format, with everything else in its metadata.
+
+A file holds one tensor per layer ("layers.0.weight" of shape (n_in, n_out),
+"layers.0.bias"), readable by any safetensors reader, plus the optimizer's
+velocity when there is one. Its metadata (JSON strings) holds the format
+version, the gpubp version, the network's configuration, the optimizer's
+hyperparameters, the caller's own fields (epoch, history, RNG seed, ...) and
+a SHA-256 checksum over all of it. Writes are atomic; loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy
+
+from . import atomic
+from ._version import __version__
+from .backend import to_numpy
+from .errors import CheckpointError
+from .network import MLP
+from .optim import SGD
+
+FORMAT = "gpubp-mlp"
+FORMAT_VERSION = 1
+MAX_HEADER_BYTES = 64 << 20  # a header larger than this is refused before it is parsed
+
+
+@dataclass
+class Checkpoint:
+    """What `load_checkpoint` returns: the net, its optimizer (or None), and the saved fields."""
+
+    net: MLP
+    optimizer: SGD | None
+    meta: dict
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta.get("epoch", 0))
+
+
+def _checksum(tensors: dict, metadata: dict) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        t = numpy.ascontiguousarray(tensors[name])
+        digest.update(f"{name}|{t.dtype.str}|{t.shape}|".encode())
+        digest.update(t.tobytes())
+    for key in sorted(k for k in metadata if k != "checksum"):
+        digest.update(f"{key}={metadata[key]}|".encode())
+    return digest.hexdigest()
+
+
+def _config(net: MLP) -> dict:
+    return {
+        "sizes": list(net.sizes),
+        "activation": net.activation.name,
+        "output_activation": net.output_activation.name,
+        "loss": net.loss_fn.name,
+        "dtype": net.dtype.name,
+        "init": net.init,
+        "seed": net.seed,
+    }
+
+
+def save(net: MLP, path, optimizer: SGD | None = None, **meta) -> Path:
+    """Write `net` (and `optimizer`'s state, and any JSON-serialisable `meta`) to `path`, atomically."""
+    import safetensors.numpy
+
+    if optimizer is not None and optimizer.net is not net:
+        raise CheckpointError("optimizer belongs to another network; pass the optimizer that trains this net")
+    tensors = {}
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        tensors[f"layers.{l}.weight"] = to_numpy(W)
+        tensors[f"layers.{l}.bias"] = to_numpy(b)
+    if optimizer is not None and optimizer.velocity is not None:
+        tensors["optimizer.velocity"] = to_numpy(optimizer.velocity)
+    try:
+        user = json.dumps(meta)
+    except TypeError as e:
+        raise CheckpointError(f"meta must be JSON-serialisable ({e})") from None
+    metadata = {
+        "format": FORMAT,
+        "format_version": str(FORMAT_VERSION),
+        "gpubp_version": __version__,
+        "config": json.dumps(_config(net)),
+        "optimizer": json.dumps(optimizer.hyperparameters() if optimizer is not None else None),
+        "meta": user,
+    }
+    metadata["checksum"] = _checksum(tensors, metadata)
+    return atomic.write_bytes(path, safetensors.numpy.save(tensors, metadata=metadata))
+
+
+def _read(path: Path) -> tuple[dict, dict]:
+    """The tensors and metadata of a safetensors file, with every way it can be broken named."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if len(head) < 8:
+        raise CheckpointError(f"{path} is truncated: {size} bytes is too short for a safetensors file")
+    (header_bytes,) = struct.unpack("<Q", head)
+    if header_bytes > MAX_HEADER_BYTES:
+        raise CheckpointError(f"{path} declares a {header_bytes}-byte header, over the {MAX_HEADER_BYTES} allowed")
+    if 8 + header_bytes > size:
+        raise CheckpointError(f"{path} is truncated: its header needs {8 + header_bytes} bytes, the file has {size}")
+    try:
+        with safe_open(str(path), framework="numpy") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path} is not a valid safetensors file ({type(e).__name__}: {e})") from None
+    return tensors, metadata
+
+
+def load_checkpoint(path, device="auto") -> Checkpoint:
+    """Read a checkpoint onto `device`: the net, its optimizer if one was saved, and the saved fields."""
+    path = Path(path)
+    tensors, metadata = _read(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is a safetensors file but not a gpubp checkpoint (no format={FORMAT!r})")
+    try:
+        version = int(metadata.get("format_version", ""))
+    except ValueError:
+        raise CheckpointError(f"{path} has an unreadable format_version {metadata.get('format_version')!r}") from None
+    if version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} uses checkpoint format {version}, newer than this gpubp {__version__} reads "
+            f"(up to {FORMAT_VERSION}); upgrade gpubp"
+        )
+    if version < 1:
+        raise CheckpointError(f"{path} has an invalid format_version {version}")
+    if metadata.get("checksum") != _checksum(tensors, metadata):
+        raise CheckpointError(f"{path} failed its checksum: the file was changed or damaged after it was written")
+    try:
+        config = json.loads(metadata["config"])
+        hyper = json.loads(metadata["optimizer"])
+        meta = json.loads(metadata["meta"])
+    except (KeyError, ValueError) as e:
+        raise CheckpointError(f"{path} has damaged metadata ({e})") from None
+
+    net = MLP(**config, device=device)
+    with net.device.activate():
+        for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+            for target, name in ((W, f"layers.{l}.weight"), (b, f"layers.{l}.bias")):
+                saved = tensors.get(name)
+                if saved is None or saved.shape != target.shape or saved.dtype != net.dtype:
+                    raise CheckpointError(f"{path}: tensor {name} is missing or does not fit {net}")
+                target[...] = net.device.asarray(saved)
+        optimizer = None
+        if hyper is not None:
+            optimizer = SGD(
+                net,
+                lr=hyper["initial_lr"],
+                momentum=hyper["momentum"],
+                nesterov=hyper["nesterov"],
+                weight_decay=hyper["weight_decay"],
+            )
+            optimizer.lr = hyper["lr"]  # where a schedule had taken it
+            if optimizer.velocity is not None:
+                optimizer.velocity[...] = net.device.asarray(tensors["optimizer.velocity"])
+    return Checkpoint(net=net, optimizer=optimizer, meta=meta)
+
+
+def load(path, device="auto") -> MLP:
+    """The network saved in `path`, on `device` (a GPU-trained net loads on a CPU and back)."""
+    return load_checkpoint(path, device).net

@@ -1,0 +1,340 @@
+"""The training loop: shuffled minibatches, epochs, metrics, progress and callbacks.
+
+The data goes to the device once. Each epoch shuffles it with a host RNG seeded
+by (seed, epoch), so every device sees the same batches and a resumed run
+draws the same order as an unbroken one. The loss is summed on the device and
+read back once per epoch: no host sync inside an epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy
+
+from . import checkpoint
+from .errors import ArgumentError, ArgumentTypeError, TrainingDiverged
+from .optim import SGD
+
+METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
+
+
+@dataclass
+class History:
+    """Per-epoch metrics: `history.loss[i]` is the training loss of epoch `history.epoch[i]`.
+
+    accuracy is None for regression; the val_ columns are None without validation data.
+    """
+
+    epoch: list = field(default_factory=list)
+    loss: list = field(default_factory=list)
+    accuracy: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)
+    val_accuracy: list = field(default_factory=list)
+    seconds: list = field(default_factory=list)
+    lr: list = field(default_factory=list)
+
+    def append(self, record: dict) -> None:
+        self.epoch.append(record["epoch"])
+        for name in METRICS:
+            getattr(self, name).append(record.get(name))
+
+    def records(self) -> list[dict]:
+        """One dict per epoch, as written to a --log file."""
+        return [{"epoch": e, **{m: getattr(self, m)[i] for m in METRICS}} for i, e in enumerate(self.epoch)]
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, **{m: getattr(self, m) for m in METRICS}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> History:
+        return cls(**{k: list(data.get(k, [])) for k in ("epoch", *METRICS)})
+
+    def __len__(self) -> int:
+        return len(self.epoch)
+
+
+@dataclass
+class TrainState:
+    """What callbacks see and may change: set `stop = True` to end training after this epoch."""
+
+    net: object
+    optimizer: SGD
+    history: History
+    epoch: int = 0  # the epoch in progress, counted from 1
+    epochs: int = 0
+    stop: bool = False
+
+
+class Callback:
+    """Hooks called by fit; override the ones you need."""
+
+    def on_train_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_begin(self, state: TrainState) -> None: ...
+
+    def on_epoch_end(self, state: TrainState, record: dict) -> None: ...
+
+    def on_train_end(self, state: TrainState) -> None: ...
+
+
+class EarlyStopping(Callback):
+    """Stop when the validation loss has not improved by `min_delta` for `patience` epochs,
+    and put back the weights of the best epoch."""
+
+    def __init__(self, patience: int = 5, min_delta: float = 0.0, restore_best: bool = True):
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ArgumentError(f"patience must be a whole number ≥ 1; got {patience!r}")
+        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), restore_best
+        self.best, self.best_epoch, self.best_params, self.waited = math.inf, 0, None, 0
+
+    def on_epoch_end(self, state, record):
+        if record.get("val_loss") is None:
+            raise ArgumentError("EarlyStopping watches the validation loss: pass validation_data to fit")
+        if record["val_loss"] < self.best - self.min_delta:
+            self.best, self.best_epoch, self.waited = record["val_loss"], record["epoch"], 0
+            if self.restore_best:
+                self.best_params = state.net.params.copy()
+        else:
+            self.waited += 1
+            state.stop = self.waited >= self.patience
+
+    def on_train_end(self, state):
+        if state.stop and self.best_params is not None:
+            state.net.params[...] = self.best_params
+
+
+class StepLR(Callback):
+    """lr = initial_lr × gamma^⌊(epoch − 1) / step_size⌋: drop by `gamma` every `step_size` epochs."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
+            raise ArgumentError(f"step_size must be a whole number ≥ 1; got {step_size!r}")
+        self.step_size, self.gamma = step_size, float(gamma)
+
+    def on_epoch_begin(self, state):
+        state.optimizer.lr = state.optimizer.initial_lr * self.gamma ** ((state.epoch - 1) // self.step_size)
+
+
+class CosineLR(Callback):
+    """lr follows half a cosine from initial_lr in the first epoch down towards `min_lr`.
+
+    lr = min_lr + ½ (initial_lr − min_lr)(1 + cos(π (epoch − 1) / epochs)), so even the
+    last epoch keeps a learning rate above min_lr and does some work.
+    """
+
+    def __init__(self, min_lr: float = 0.0):
+        self.min_lr = float(min_lr)
+
+    def on_epoch_begin(self, state):
+        progress = (state.epoch - 1) / state.epochs
+        opt = state.optimizer
+        opt.lr = self.min_lr + 0.5 * (opt.initial_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+class ModelCheckpoint(Callback):
+    """Save the net, its optimizer, the epoch and the history to `path` after every epoch.
+
+    Each save is atomic, so an interrupted run always leaves the last completed
+    epoch on disk, ready for fit(..., initial_epoch=...) or `gpubp train --resume`.
+    `meta` is stored alongside (for example the shuffle seed and the data's name).
+    """
+
+    def __init__(self, path, **meta):
+        self.path, self.meta = path, meta
+
+    def on_epoch_end(self, state, record):
+        checkpoint.save(
+            state.net, self.path, state.optimizer, epoch=record["epoch"], history=state.history.to_dict(), **self.meta
+        )
+
+
+def accuracy_counter(net):
+    """A function counting correct predictions in a batch, or None when accuracy has no meaning.
+
+    Multi-class outputs are right when the argmax matches; a single sigmoid output is
+    right when it falls on the same side of 0.5 as the target. The count stays on the device.
+    """
+    if net.sizes[-1] == 1 and net.output_activation.name == "sigmoid":
+        return lambda output, y: ((output > 0.5) == (y > 0.5)).sum()
+    if net.sizes[-1] > 1 and net.output_activation.name == "softmax":
+        return lambda output, y: (output.argmax(axis=1) == y.argmax(axis=1)).sum()
+    return None
+
+
+def _check_positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)):
+        raise ArgumentTypeError(f"{name} must be a whole number; got {value!r}")
+    if value < 1:
+        raise ArgumentError(f"{name} must be ≥ 1; got {value!r}")
+    return int(value)
+
+
+def evaluate(net, X, Y, batch_size: int = 4096) -> dict:
+    """The loss and accuracy of `net` on (X, Y), in batches, with one host sync at the end."""
+    batch_size = _check_positive_int("batch_size", batch_size)
+    with net.device.activate():
+        X = net.inputs(X)
+        Y = net.targets(Y, len(X))
+        count = accuracy_counter(net)
+        total = net.xp.zeros((), dtype=net.dtype)
+        correct = net.xp.zeros((), dtype=numpy.int64)
+        for start in range(0, len(X), batch_size):
+            xb, yb = X[start : start + batch_size], Y[start : start + batch_size]
+            output = net.forward(xb).output
+            total += net.loss_fn.value(output, yb) * len(xb)
+            if count is not None:
+                correct += count(output, yb)
+        n = len(X)
+        return {"loss": float(total) / n, "accuracy": float(correct) / n if count is not None else None}
+
+
+class _Progress:
+    """Per-epoch progress: a tqdm bar on a terminal, else one plain line per epoch."""
+
+    def __init__(self, mode, epochs: int, batches: int, stream):
+        if mode is True:
+            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
+        if mode not in (False, "bar", "lines"):
+            raise ArgumentError(f"progress must be True, False, 'bar' or 'lines'; got {mode!r}")
+        self.mode, self.epochs, self.batches, self.stream, self.bar = mode, epochs, batches, stream, None
+
+    def epoch_begin(self, epoch: int) -> None:
+        if self.mode == "bar":
+            from tqdm.auto import tqdm
+
+            width = len(str(self.epochs))
+            desc = f"epoch {epoch:>{width}}/{self.epochs}"
+            self.bar = tqdm(total=self.batches, desc=desc, unit="batch", leave=False, file=self.stream)
+
+    def batch_done(self) -> None:
+        if self.bar is not None:
+            self.bar.update()
+
+    def epoch_end(self, record: dict) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        if self.mode:
+            print(format_record(record, self.epochs), file=self.stream, flush=True)
+
+
+def format_record(record: dict, epochs: int) -> str:
+    """One epoch as a line: 'epoch  3/30  loss 0.1234  accuracy 96.50%  ...'."""
+    parts = [f"epoch {record['epoch']:>{len(str(epochs))}}/{epochs}"]
+    for name in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        value = record.get(name)
+        if value is not None:
+            parts.append(f"{name} {value:.2%}" if "accuracy" in name else f"{name} {value:.4f}")
+    seconds = record["seconds"]
+    parts.append(f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s")
+    return "  ".join(parts)
+
+
+def fit(
+    net,
+    X,
+    Y,
+    *,
+    epochs: int,
+    batch_size: int = 32,
+    optimizer: SGD | None = None,
+    validation_data=None,
+    shuffle: bool = True,
+    seed: int = 0,
+    progress=True,
+    callbacks=(),
+    log=None,
+    initial_epoch: int = 0,
+    history: History | None = None,
+) -> History:
+    """Train `net` on (X, Y) by minibatch SGD; returns the History of every epoch.
+
+    epochs is the epoch to stop after, counted from 1; initial_epoch > 0 resumes after
+    that many (pass the loaded optimizer and history too). progress: True (a bar on a
+    terminal, else lines), "bar", "lines" or False. log: a path; one JSON object per
+    epoch is appended to it. The default optimizer is SGD(net, lr=0.1).
+    """
+    epochs = _check_positive_int("epochs", epochs)
+    batch_size = _check_positive_int("batch_size", batch_size)
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
+        raise ArgumentError(f"initial_epoch must be a whole number from 0 to epochs={epochs}; got {initial_epoch!r}")
+    optimizer = optimizer if optimizer is not None else SGD(net, lr=0.1)
+    if optimizer.net is not net:
+        raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) for this net")
+    xp = net.xp
+    with net.device.activate():
+        X = net.inputs(X)  # to the device once, for the whole run
+        Y = net.targets(Y, len(X))
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
+            val_X = net.inputs(validation_data[0])
+            val = (val_X, net.targets(validation_data[1], len(val_X)))
+        n = len(X)
+        batches = math.ceil(n / batch_size)
+        count = accuracy_counter(net)
+        # Buffers made once and reused every epoch.
+        X_shuffled, Y_shuffled = xp.empty_like(X), xp.empty_like(Y)
+        grads = net.new_grads()
+        last_good = xp.empty_like(net.params)
+        total = xp.zeros((), dtype=net.dtype)
+        correct = xp.zeros((), dtype=numpy.int64)
+
+        state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs)
+        progress = _Progress(progress, epochs, batches, sys.stderr)
+        callbacks = list(callbacks)
+        for cb in callbacks:
+            cb.on_train_begin(state)
+        for epoch in range(initial_epoch + 1, epochs + 1):
+            state.epoch = epoch
+            for cb in callbacks:
+                cb.on_epoch_begin(state)
+            progress.epoch_begin(epoch)
+            started = time.perf_counter()
+            last_good[...] = net.params
+            if shuffle:
+                order = net.device.asarray(numpy.random.default_rng([seed, epoch]).permutation(n))
+                xp.take(X, order, axis=0, out=X_shuffled)
+                xp.take(Y, order, axis=0, out=Y_shuffled)
+                data_X, data_Y = X_shuffled, Y_shuffled
+            else:
+                data_X, data_Y = X, Y
+            total[...] = 0
+            correct[...] = 0
+            for start in range(0, n, batch_size):
+                xb, yb = data_X[start : start + batch_size], data_Y[start : start + batch_size]
+                trace = net.forward(xb)
+                total += net.loss_fn.value(trace.output, yb) * len(xb)
+                if count is not None:
+                    correct += count(trace.output, yb)
+                optimizer.step(net.backward(trace, yb, out=grads))
+                progress.batch_done()
+            loss = float(total) / n  # the one host sync of the epoch
+            if not math.isfinite(loss):
+                net.params[...] = last_good
+                raise TrainingDiverged(
+                    f"the training loss became {loss} in epoch {epoch} (lr={optimizer.lr:g}); "
+                    f"the net holds the weights from the start of epoch {epoch}. Try a lower learning rate."
+                )
+            record = {"epoch": epoch, "loss": loss, "accuracy": float(correct) / n if count is not None else None}
+            if val is not None:
+                metrics = evaluate(net, *val)
+                record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
+            record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
+            state.history.append(record)
+            if log is not None:
+                with open(log, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            progress.epoch_end(record)
+            for cb in callbacks:
+                cb.on_epoch_end(state, record)
+            if state.stop:
+                break
+        for cb in callbacks:
+            cb.on_train_end(state)
+        return state.history
