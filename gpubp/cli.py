@@ -46,8 +46,25 @@ def _layers(text: str) -> list[int]:
     return widths
 
 
+def _whole(text: str, low: int = 1) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = low - 1
+    if value < low:
+        raise argparse.ArgumentTypeError(f"expected a whole number ≥ {low}; got {text!r}")
+    return value
+
+
+def _whole_or_zero(text: str) -> int:
+    return _whole(text, 0)
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"expected a fraction from 0 up to 1; got {text!r}")
     return value
@@ -316,13 +333,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--activation", default="relu", choices=HIDDEN, help="hidden activation (default: relu)")
     t.add_argument("--output-activation", choices=tuple(ACTIVATIONS), help="(default: chosen by the loss)")
     t.add_argument("--loss", choices=tuple(LOSSES), help="(default: cross_entropy for labels, mse for values)")
-    t.add_argument("--epochs", type=int, default=40, help="(default: 40)")
-    t.add_argument("--batch-size", type=int, default=32, help="(default: 32)")
+    t.add_argument("--epochs", type=_whole, default=40, help="(default: 40)")
+    t.add_argument("--batch-size", type=_whole, default=32, help="(default: 32)")
     t.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
     t.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="(default: 1e-4)")
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default: cosine)")
-    t.add_argument("--patience", type=int, default=0, help="stop after this many epochs without a better val_loss")
+    t.add_argument(
+        "--patience", type=_whole_or_zero, default=0, help="stop after this many epochs without a better val_loss"
+    )
     t.add_argument("--val-size", type=_fraction, default=0.1, help="share of the training rows held out (0.1)")
     t.add_argument("--test-size", type=_fraction, default=0.2, help="share of the rows kept for the test (0.2)")
     t.add_argument("--standardize", choices=("feature", "global", "none"), help="input scaling (default: by data)")

@@ -4,7 +4,7 @@ Every loader returns host (NumPy) arrays: fit moves them to the device once.
 """
 
 from .files import load_file
-from .mnist import mnist
+from .idx import mnist
 from .named import NAMES, Split, load_split
 from .prep import Standardizer, train_test_split
 from .synthetic import digits, spirals, xor

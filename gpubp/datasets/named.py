@@ -9,7 +9,7 @@ import numpy
 
 from ..errors import DatasetError
 from .files import load_file
-from .mnist import mnist
+from .idx import mnist
 from .prep import train_test_split
 from .synthetic import digits, spirals, xor
 

@@ -1,0 +1,173 @@
+"""Checkpoints: round trips, other devices, resuming, atomic writes, and damaged files."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import checkpoint, datasets
+
+from .conftest import require_gpu
+
+
+def trained_net(device="cpu", dtype="float32"):
+    X, y = datasets.spirals(n=40, seed=2)
+    net = gpubp.MLP([2, 12, 3], activation="tanh", loss="cross_entropy", dtype=dtype, device=device, seed=4)
+    opt = gpubp.SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-4)
+    history = gpubp.fit(net, X, y, epochs=2, optimizer=opt, progress=False)
+    return net, opt, history, X, y
+
+
+def test_round_trip_keeps_weights_config_optimizer_and_meta(tmp_path):
+    net, opt, history, X, _ = trained_net()
+    path = checkpoint.save(net, tmp_path / "m.safetensors", opt, epoch=2, history=history.to_dict(), note="hi")
+    ckpt = gpubp.load_checkpoint(path, device="cpu")
+    np.testing.assert_array_equal(ckpt.net.params, net.params)
+    np.testing.assert_array_equal(ckpt.net.predict(X), net.predict(X))
+    assert repr(ckpt.net) == repr(net)
+    assert ckpt.optimizer.hyperparameters() == opt.hyperparameters()
+    np.testing.assert_array_equal(ckpt.optimizer.velocity, opt.velocity)
+    assert ckpt.epoch == 2 and ckpt.meta["note"] == "hi" and ckpt.meta["history"] == history.to_dict()
+    assert isinstance(gpubp.load(path, device="cpu"), gpubp.MLP)
+
+
+def test_other_safetensors_readers_see_plain_layer_tensors(tmp_path):
+    from safetensors import safe_open
+
+    net, *_ = trained_net()
+    path = gpubp.save(net, tmp_path / "m.safetensors")
+    with safe_open(str(path), framework="numpy") as f:
+        assert set(f.keys()) == {"layers.0.weight", "layers.0.bias", "layers.1.weight", "layers.1.bias"}
+        np.testing.assert_array_equal(f.get_tensor("layers.1.weight"), net.weights[1])
+        meta = f.metadata()
+    assert meta["format"] == "gpubp-mlp" and meta["format_version"] == "1"
+    assert meta["gpubp_version"] == gpubp.__version__
+    assert json.loads(meta["config"])["sizes"] == [2, 12, 3]
+    assert json.loads(meta["optimizer"]) is None
+
+
+@pytest.mark.parametrize("direction", ["gpu to cpu", "cpu to gpu"])
+def test_a_model_moves_between_devices(tmp_path, direction):
+    require_gpu()
+    source, target = ("gpu", "cpu") if direction == "gpu to cpu" else ("cpu", "gpu")
+    net, opt, _, X, _ = trained_net(device=source)
+    loaded = gpubp.load_checkpoint(gpubp.save(net, tmp_path / "m.safetensors", opt), device=target)
+    assert str(loaded.net.device).startswith("cuda" if target == "gpu" else "cpu")
+    np.testing.assert_array_equal(gpubp.to_numpy(loaded.net.params), gpubp.to_numpy(net.params))
+    np.testing.assert_allclose(gpubp.to_numpy(loaded.net.predict(X)), gpubp.to_numpy(net.predict(X)), rtol=1e-5)
+
+
+def test_resume_is_bit_identical_to_an_unbroken_run(tmp_path):
+    X, y = datasets.spirals(n=50, seed=3)
+
+    def start():
+        net = gpubp.MLP([2, 16, 3], activation="relu", loss="cross_entropy", device="cpu", seed=9)
+        return net, gpubp.SGD(net, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+
+    schedule = [gpubp.CosineLR()]
+    net, opt = start()
+    straight = gpubp.fit(net, X, y, epochs=6, batch_size=16, optimizer=opt, seed=1, callbacks=schedule, progress=False)
+
+    # Three epochs of the six, saved; then loaded and finished.
+    first, opt1 = start()
+    part = gpubp.fit(
+        first,
+        X,
+        y,
+        epochs=6,
+        batch_size=16,
+        optimizer=opt1,
+        seed=1,
+        callbacks=[*schedule, _StopAfter(3)],
+        progress=False,
+    )
+    assert len(part) == 3
+    path = gpubp.save(first, tmp_path / "r.safetensors", opt1, epoch=3, history=part.to_dict())
+    ckpt = gpubp.load_checkpoint(path, device="cpu")
+    rest = gpubp.fit(
+        ckpt.net,
+        X,
+        y,
+        epochs=6,
+        batch_size=16,
+        optimizer=ckpt.optimizer,
+        seed=1,
+        callbacks=schedule,
+        progress=False,
+        initial_epoch=ckpt.epoch,
+        history=gpubp.History.from_dict(ckpt.meta["history"]),
+    )
+    np.testing.assert_array_equal(ckpt.net.params, net.params)
+    np.testing.assert_array_equal(ckpt.optimizer.velocity, opt.velocity)
+    assert rest.loss == straight.loss and rest.epoch == list(range(1, 7))
+
+
+class _StopAfter(gpubp.Callback):
+    def __init__(self, epochs):
+        self.epochs = epochs
+
+    def on_epoch_end(self, state, record):
+        state.stop = record["epoch"] >= self.epochs
+
+
+def test_model_checkpoint_saves_every_epoch(tmp_path):
+    X, y = datasets.spirals(n=30, seed=3)
+    net = gpubp.MLP([2, 8, 3], loss="cross_entropy", device="cpu")
+    path = tmp_path / "every.safetensors"
+    seen = []
+
+    class Spy(gpubp.Callback):
+        def on_epoch_end(self, state, record):
+            seen.append(gpubp.load_checkpoint(path, device="cpu").epoch)
+
+    gpubp.fit(net, X, y, epochs=3, callbacks=[gpubp.train.ModelCheckpoint(path, seed=0), Spy()], progress=False)
+    assert seen == [1, 2, 3]
+    assert gpubp.load_checkpoint(path, device="cpu").meta["seed"] == 0
+
+
+def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+    net, opt, *_ = trained_net()
+    path = gpubp.save(net, tmp_path / "m.safetensors", opt)
+    before = path.read_bytes()
+    with pytest.raises(gpubp.CheckpointError, match="JSON-serialisable"):
+        gpubp.save(net, path, opt, bad=object())
+    assert path.read_bytes() == before  # the failed save left the old file whole
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        gpubp.save(net, tmp_path / "missing" / "m.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_damaged_files_are_refused_with_a_clear_error(tmp_path):
+    net, opt, *_ = trained_net()
+    good = gpubp.save(net, tmp_path / "good.safetensors", opt).read_bytes()
+    header_len = struct.unpack("<Q", good[:8])[0]
+
+    def refused(data: bytes, message: str):
+        bad = tmp_path / "bad.safetensors"
+        bad.write_bytes(data)
+        with pytest.raises(gpubp.CheckpointError, match=message):
+            gpubp.load(bad, device="cpu")
+
+    refused(good[: len(good) // 2], "not a valid safetensors file|truncated")
+    refused(good[:5], "truncated")
+    flipped = bytearray(good)
+    flipped[-3] ^= 0x10  # one bit inside the last tensor's data
+    refused(bytes(flipped), "failed its checksum")
+    refused(struct.pack("<Q", 1 << 40) + good[8:], "header, over the")
+    newer = good.replace(b'"format_version":"1"', b'"format_version":"9"')
+    assert newer != good
+    refused(newer, "format 9, newer than this gpubp")
+    with pytest.raises(gpubp.CheckpointError, match="does not exist"):
+        gpubp.load(tmp_path / "nope.safetensors", device="cpu")
+    assert header_len < len(good)
+
+
+def test_a_plain_safetensors_file_is_not_taken_for_a_checkpoint(tmp_path):
+    import safetensors.numpy
+
+    path = tmp_path / "other.safetensors"
+    path.write_bytes(safetensors.numpy.save({"w": np.zeros(3, dtype=np.float32)}))
+    with pytest.raises(gpubp.CheckpointError, match="not a gpubp checkpoint"):
+        gpubp.load(path, device="cpu")

@@ -1,0 +1,186 @@
+"""fit: what it learns, what it reports, and how it behaves across devices and restarts."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import datasets, train
+
+from .goldens import relative_error
+
+
+def spiral_data():
+    X, y = datasets.spirals(n=60, classes=3, seed=1)
+    return X, y
+
+
+def test_fit_learns_spirals_and_reports_every_epoch():
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 32, 3], activation="tanh", loss="cross_entropy", device="cpu", seed=0)
+    history = gpubp.fit(
+        net, X, y, epochs=60, batch_size=16, optimizer=gpubp.SGD(net, lr=0.2, momentum=0.9), progress=False
+    )
+    assert history.epoch == list(range(1, 61)) and len(history) == 60
+    assert history.accuracy[-1] > 0.9 and history.loss[-1] < 0.5 * history.loss[0]
+    assert all(s > 0 for s in history.seconds) and history.val_loss == [None] * 60
+    assert gpubp.evaluate(net, X, y)["accuracy"] > 0.9
+
+
+def test_accuracy_is_argmax_for_classes_and_a_threshold_for_one_sigmoid():
+    multi = gpubp.MLP([2, 3], loss="cross_entropy", device="cpu")
+    count = train.accuracy_counter(multi)
+    out = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
+    y = np.eye(3)[[0, 1, 0]]
+    assert int(count(out, y)) == 2  # rows 0 and 2 right, row 1 predicts class 2
+    single = gpubp.MLP([2, 1], device="cpu")  # sigmoid output, mse
+    count = train.accuracy_counter(single)
+    assert int(count(np.array([[0.49], [0.51], [0.9]]), np.array([[0.0], [0.0], [1.0]]))) == 2
+    regression = gpubp.MLP([2, 1], output_activation="identity", device="cpu")
+    assert train.accuracy_counter(regression) is None
+
+
+def test_same_seed_same_run_and_batch_order_follows_the_seed():
+    X, y = spiral_data()
+
+    def run(seed):
+        net = gpubp.MLP([2, 8, 3], loss="cross_entropy", device="cpu", seed=0)
+        gpubp.fit(net, X, y, epochs=3, batch_size=10, seed=seed, progress=False)
+        return net.params.copy()
+
+    np.testing.assert_array_equal(run(5), run(5))
+    assert not np.array_equal(run(5), run(6))
+
+
+def test_validation_metrics_and_log_file(tmp_path):
+    X, y = spiral_data()
+    log = tmp_path / "run.jsonl"
+    net = gpubp.MLP([2, 8, 3], loss="cross_entropy", device="cpu")
+    history = gpubp.fit(net, X[:150], y[:150], epochs=3, validation_data=(X[150:], y[150:]), log=log, progress=False)
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert set(records[0]) == {"epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr"}
+    assert records == history.records()
+    expected = gpubp.evaluate(net, X[150:], y[150:])
+    assert records[-1]["val_loss"] == pytest.approx(expected["loss"], rel=1e-6)
+    assert records[-1]["val_accuracy"] == expected["accuracy"]
+
+
+def test_progress_lines_and_bar(capsys):
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
+    gpubp.fit(net, X, y, epochs=2, progress="lines")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("epoch 1/2  loss ") and "accuracy" in lines[0]
+    gpubp.fit(net, X, y, epochs=2, progress="bar")
+    err = capsys.readouterr().err
+    assert "batch" in err and "epoch 2/2  loss" in err  # tqdm's bar, then the epoch's line
+    gpubp.fit(net, X, y, epochs=1, progress=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_step_and_cosine_schedules():
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
+    history = gpubp.fit(
+        net, X, y, epochs=5, optimizer=gpubp.SGD(net, lr=0.1), callbacks=[gpubp.StepLR(2, 0.5)], progress=False
+    )
+    assert history.lr == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
+    history = gpubp.fit(
+        net, X, y, epochs=4, optimizer=gpubp.SGD(net, lr=0.1), callbacks=[gpubp.CosineLR()], progress=False
+    )
+    # 0.05 (1 + cos(π (e − 1) / 4)) for e = 1..4
+    assert history.lr == pytest.approx([0.1, 0.05 * (1 + math.sqrt(0.5)), 0.05, 0.05 * (1 - math.sqrt(0.5))])
+
+
+def test_early_stopping_stops_and_restores_the_best_weights():
+    X, y = spiral_data()
+    rng = np.random.default_rng(0)
+    net = gpubp.MLP([2, 16, 3], loss="cross_entropy", device="cpu")
+    # Validation labels that cannot be learned: the validation loss soon stops improving.
+    X_val, y_val = X[:40], rng.integers(0, 3, 40)
+    stopper = gpubp.EarlyStopping(patience=2)
+    history = gpubp.fit(
+        net,
+        X,
+        y,
+        epochs=100,
+        validation_data=(X_val, y_val),
+        callbacks=[stopper],
+        optimizer=gpubp.SGD(net, lr=0.5, momentum=0.9),
+        progress=False,
+    )
+    assert len(history) < 100
+    assert len(history) == stopper.best_epoch + 2
+    assert gpubp.evaluate(net, X_val, y_val)["loss"] == pytest.approx(min(history.val_loss), rel=1e-5)
+
+
+def test_early_stopping_needs_validation_data():
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
+    with pytest.raises(gpubp.ArgumentError, match="pass validation_data"):
+        gpubp.fit(net, X, y, epochs=2, callbacks=[gpubp.EarlyStopping()], progress=False)
+
+
+def test_divergence_stops_with_the_last_good_weights():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(64, 4)) * 100, rng.normal(size=(64, 1)) * 100
+
+    def make():
+        return gpubp.MLP([4, 16, 1], activation="relu", output_activation="identity", device="cpu")
+
+    def train_for(net, epochs):
+        with np.errstate(all="ignore"):
+            gpubp.fit(net, X, Y, epochs=epochs, optimizer=gpubp.SGD(net, lr=10.0), progress=False)
+
+    net = make()
+    with pytest.raises(gpubp.TrainingDiverged, match=r"in epoch \d+ .*lower learning rate") as info:
+        train_for(net, epochs=5)
+    epoch = int(str(info.value).split("in epoch ")[1].split()[0])
+    assert np.all(np.isfinite(net.params))
+    # It holds the weights from the start of the failing epoch: those of a run that stopped just before it.
+    reference = make()
+    if epoch > 1:
+        train_for(reference, epochs=epoch - 1)
+    np.testing.assert_array_equal(net.params, reference.params)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"epochs": 0}, r"epochs must be ≥ 1; got 0"),
+        ({"epochs": 2, "batch_size": 0}, r"batch_size must be ≥ 1; got 0"),
+        ({"epochs": 2.5}, r"epochs must be a whole number; got 2.5"),
+        ({"epochs": 2, "initial_epoch": 3}, r"initial_epoch must be a whole number from 0 to epochs=2"),
+        ({"epochs": 2, "progress": "loud"}, r"progress must be True, False, 'bar' or 'lines'"),
+        ({"epochs": 2, "validation_data": np.zeros(3)}, r"validation_data must be a pair"),
+    ],
+)
+def test_bad_fit_arguments(kwargs, message):
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
+    with pytest.raises((gpubp.ArgumentError, gpubp.ArgumentTypeError), match=message):
+        gpubp.fit(net, X, y, **kwargs)
+
+
+def test_optimizer_of_another_net_is_refused():
+    X, y = spiral_data()
+    net, other = (gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu") for _ in range(2))
+    with pytest.raises(gpubp.ArgumentError, match="optimizer was made for another network"):
+        gpubp.fit(net, X, y, epochs=1, optimizer=gpubp.SGD(other, lr=0.1), progress=False)
+
+
+def test_fit_gives_the_same_run_on_every_device(device):
+    # The batch order comes from the host RNG, so a GPU run follows the CPU run.
+    X, y = spiral_data()
+    final = []
+    for dev in ("cpu", device):
+        net = gpubp.MLP([2, 16, 3], activation="tanh", loss="cross_entropy", dtype="float64", device=dev)
+        history = gpubp.fit(
+            net, X, y, epochs=3, batch_size=16, optimizer=gpubp.SGD(net, lr=0.1, momentum=0.9), seed=3, progress=False
+        )
+        final.append((gpubp.to_numpy(net.params), history.loss))
+    assert relative_error(final[1][0], final[0][0]) <= 1e-10
+    assert relative_error(final[1][1], final[0][1]) <= 1e-10
