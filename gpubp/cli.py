@@ -150,7 +150,8 @@ def cmd_train(args) -> int:
         )
         validation = (X_val, y_val)
     save_path = Path(args.save or args.resume or f"gpubp-{split.name}.safetensors")
-    callbacks = [train.ModelCheckpoint(save_path, settings=settings, standardizer=scaler)]
+    saver = train.ModelCheckpoint(save_path, settings=settings, standardizer=scaler)
+    callbacks = [saver]  # last, so that it saves what early stopping restores
     if settings["schedule"] == "cosine":
         callbacks.insert(0, train.CosineLR())
     elif settings["schedule"] == "step":
@@ -185,21 +186,12 @@ def cmd_train(args) -> int:
             history=history,
         )
     except KeyboardInterrupt:
-        where = f"the last completed epoch is saved in {save_path}" if save_path.exists() else "no epoch had completed"
+        if saver.saved_epoch is None:
+            where = "no epoch had completed, so nothing was saved"
+        else:
+            where = f"the last completed epoch ({saver.saved_epoch}) is saved in {save_path}"
         print(f"\ngpubp: interrupted; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    if history.epoch and history.epoch[-1] < args.epochs:
-        # early stopping put back the best weights: save those, not the last epoch's
-        checkpoint.save(
-            net,
-            save_path,
-            optimizer,
-            epoch=history.epoch[-1],
-            history=history.to_dict(),
-            settings=settings,
-            standardizer=scaler,
-        )
-
     test = train.evaluate(net, _scale(split.X_test, scaler), split.y_test)
     seconds = time.perf_counter() - started
     summary = {

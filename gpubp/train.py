@@ -67,6 +67,7 @@ class TrainState:
     history: History
     epoch: int = 0  # the epoch in progress, counted from 1
     epochs: int = 0
+    seed: int = 0  # epoch e shuffles with numpy.random.default_rng([seed, e])
     stop: bool = False
 
 
@@ -137,20 +138,36 @@ class CosineLR(Callback):
 
 
 class ModelCheckpoint(Callback):
-    """Save the net, its optimizer, the epoch and the history to `path` after every epoch.
+    """Save the net, its optimizer, the epoch, the shuffle seed and the history to `path` after every epoch.
 
     Each save is atomic, so an interrupted run always leaves the last completed
     epoch on disk, ready for fit(..., initial_epoch=...) or `gpubp train --resume`.
-    `meta` is stored alongside (for example the shuffle seed and the data's name).
+    `meta` is stored alongside (for example the data's name). Put it after an
+    EarlyStopping in the callbacks, so that the best weights it restores are saved too.
     """
 
     def __init__(self, path, **meta):
         self.path, self.meta = path, meta
+        self.saved_epoch = None  # the last epoch written to `path` by this run
+
+    def _save(self, state, epoch):
+        checkpoint.save(
+            state.net,
+            self.path,
+            state.optimizer,
+            epoch=epoch,
+            shuffle_seed=state.seed,  # with the epoch, the whole state of the shuffling RNG
+            history=state.history.to_dict(),
+            **self.meta,
+        )
+        self.saved_epoch = epoch
 
     def on_epoch_end(self, state, record):
-        checkpoint.save(
-            state.net, self.path, state.optimizer, epoch=record["epoch"], history=state.history.to_dict(), **self.meta
-        )
+        self._save(state, record["epoch"])
+
+    def on_train_end(self, state):
+        if state.stop and self.saved_epoch is not None:
+            self._save(state, self.saved_epoch)  # an earlier callback may have changed the weights
 
 
 def accuracy_counter(net):
@@ -285,7 +302,7 @@ def fit(
         total = xp.zeros((), dtype=net.dtype)
         correct = xp.zeros((), dtype=numpy.int64)
 
-        state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs)
+        state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
         progress = _Progress(progress, epochs, batches, sys.stderr)
         callbacks = list(callbacks)
         for cb in callbacks:

@@ -122,9 +122,12 @@ def test_model_checkpoint_saves_every_epoch(tmp_path):
         def on_epoch_end(self, state, record):
             seen.append(gpubp.load_checkpoint(path, device="cpu").epoch)
 
-    gpubp.fit(net, X, y, epochs=3, callbacks=[gpubp.train.ModelCheckpoint(path, seed=0), Spy()], progress=False)
+    gpubp.fit(
+        net, X, y, epochs=3, seed=7, callbacks=[gpubp.train.ModelCheckpoint(path, note="x"), Spy()], progress=False
+    )
     assert seen == [1, 2, 3]
-    assert gpubp.load_checkpoint(path, device="cpu").meta["seed"] == 0
+    meta = gpubp.load_checkpoint(path, device="cpu").meta
+    assert meta["shuffle_seed"] == 7 and meta["note"] == "x" and meta["history"]["epoch"] == [1, 2, 3]
 
 
 def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
@@ -171,3 +174,23 @@ def test_a_plain_safetensors_file_is_not_taken_for_a_checkpoint(tmp_path):
     path.write_bytes(safetensors.numpy.save({"w": np.zeros(3, dtype=np.float32)}))
     with pytest.raises(gpubp.CheckpointError, match="not a gpubp checkpoint"):
         gpubp.load(path, device="cpu")
+
+
+def test_model_checkpoint_saves_the_weights_early_stopping_restores(tmp_path):
+    X, y = datasets.spirals(n=30, seed=3)
+    X_val, y_val = X[:30], np.random.default_rng(0).integers(0, 3, 30)  # unlearnable: stops early
+    net = gpubp.MLP([2, 16, 3], loss="cross_entropy", device="cpu")
+    path = tmp_path / "best.safetensors"
+    saver = gpubp.train.ModelCheckpoint(path)
+    history = gpubp.fit(
+        net,
+        X,
+        y,
+        epochs=100,
+        validation_data=(X_val, y_val),
+        progress=False,
+        optimizer=gpubp.SGD(net, lr=0.5, momentum=0.9),
+        callbacks=[gpubp.EarlyStopping(patience=2), saver],
+    )
+    assert len(history) < 100 and saver.saved_epoch == len(history)
+    np.testing.assert_array_equal(gpubp.load(path, device="cpu").params, net.params)

@@ -44,6 +44,7 @@ def test_info_reports_versions_devices_and_the_gpu_reason():
     assert rows["gpubp"] == gpubp.__version__
     assert rows["numpy"] == np.__version__
     assert rows["device cpu"] == "available"
+    assert rows["python"] == sys.version.split()[0] and rows["blas"]
     reason = gpubp.gpu_unavailable_reason()
     if reason is None:
         assert rows["gpu"] == "available" and "device cuda:0" in rows
@@ -233,7 +234,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert "interrupted; the last completed epoch is saved in run.safetensors" in stderr
+    assert "interrupted; the last completed epoch (" in stderr and ") is saved in run.safetensors" in stderr
     assert "gpubp train --resume run.safetensors" in stderr and "Traceback" not in stderr
     saved = gpubp.load_checkpoint(path, device="cpu")
     assert saved.epoch >= 1 and len(saved.meta["history"]["epoch"]) == saved.epoch

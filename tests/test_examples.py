@@ -1,35 +1,94 @@
-"""The example scripts run, end to end, and do what they say."""
+"""The example scripts and the README's research script run, end to end, and do what they say."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+import numpy as np
+
+import gpubp
+
+from .test_datasets import small_mnist
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
-def run_example(name, *args):
-    result = subprocess.run([sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=300)
+def run_example(name, *args, cwd=None):
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / name), *args], capture_output=True, text=True, timeout=300, cwd=cwd
+    )
     assert result.returncode == 0, result.stderr
     return result.stdout
 
 
 def test_xor_example_learns_xor():
-    out = run_example("xor.py", "--device", "cpu", "--steps", "3000")
-    assert "accuracy 100% on cpu" in out
+    assert "accuracy 100% on cpu" in run_example("xor.py", "--device", "cpu", "--steps", "3000")
 
 
-def test_research_script_prints_every_layers_blame():
-    out = run_example("research_script.py")
-    losses = [float(line.split("E = ")[1]) for line in out.splitlines() if "E = " in line]
-    assert len(losses) == 3 and losses[2] < losses[0]  # three steps, and the error went down
-    assert out.count("blame δ") == 6  # two layers, three steps
+def test_backprop_by_hand_prints_the_worked_numbers():
+    out = run_example("backprop_by_hand.py")
+    # The same numbers as tests/test_hand_worked.py, where they are derived in comments.
+    assert "0.751365" in out and "0.274811" in out  # ŷ and E
+    assert "[0.138499]" in out and "[0.013368 0.014996]" in out  # output and hidden blame
+    assert "[0.358916 0.408666]" in out  # Wo after the step
+    before, after = 0.274811, float(out.split("error after the step: ")[1].split()[0])
+    assert after < before
+
+
+def test_custom_training_loop_inspects_the_deltas():
+    out = run_example("custom_training_loop.py", "--steps", "120", "--device", "cpu")
+    lines = [line for line in out.splitlines() if line.startswith("step")]
+    assert len(lines) == 5 and all(len(line.split("layer:")[1].split()) == 3 for line in lines)  # 3 layers
+    first, last = (float(line.split("E = ")[1].split()[0]) for line in (lines[0], lines[-1]))
+    assert last < first
+
+
+def test_digits_example_trains_and_saves(tmp_path):
+    out = run_example("digits.py", "--epochs", "5", "--device", "cpu", "--save", "d.safetensors", cwd=tmp_path)
+    accuracy = float(out.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 90
+    assert gpubp.load(tmp_path / "d.safetensors", device="cpu").sizes == (64, 256, 10)
+
+
+def test_cpu_vs_gpu_example_reports_parity_or_why_the_gpu_was_skipped():
+    out = run_example("cpu_vs_gpu.py", "--steps", "5")
+    reason = gpubp.gpu_unavailable_reason()
+    if reason is None:
+        assert out.count("within") == 2, out
+    else:
+        assert out.count(f"the GPU was skipped: {reason}") == 2
+
+
+def test_mnist_example_on_small_generated_files(tmp_path):
+    files, _ = small_mnist(np.random.default_rng(0), n_train=64, n_test=16)
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    out = run_example("mnist.py", "--dir", str(tmp_path), "--epochs", "1", "--hidden", "8", "--device", "cpu")
+    assert "MNIST test accuracy" in out
+
+
+def readme_python_block(containing: str) -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
+    [block] = [b for b in blocks if containing in b]
+    return block
+
+
+def run_code(code, cwd=None):
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=cwd)
+    assert result.returncode == 0, result.stderr
+    return result
 
 
 def test_readme_research_script_runs_as_written():
-    readme = (EXAMPLES.parent / "README.md").read_text()
-    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    result = run_code(readme_python_block("net.backward("))
     losses = [float(line.split("E = ")[1]) for line in result.stdout.splitlines() if line.startswith("E = ")]
     assert len(losses) == 3 and losses[2] < losses[0]
     assert result.stdout.count("blame:") == 6
+
+
+def test_readme_training_example_runs_as_written(tmp_path):
+    result = run_code(readme_python_block("gpubp.fit("), cwd=tmp_path)
+    assert float(result.stdout.split("best val_accuracy ")[1].split("%")[0]) > 90
+    assert (tmp_path / "digits.safetensors").exists()
