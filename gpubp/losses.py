@@ -4,6 +4,9 @@ Targets `y` arrive as arrays of the output's shape (N, K); the network turns
 class labels into one-hot rows before they get here. The seed's error is
 "true answer − predicted answer"; ∂E/∂ŷ carries the opposite sign, ŷ − y,
 because the step goes against the gradient.
+
+`out` and `scratch`, when given, are arrays of the output's shape that the
+functions write into instead of allocating.
 """
 
 from __future__ import annotations
@@ -11,55 +14,66 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from . import kernels
 from .activations import Activation
 from .backend import get_array_module
 from .errors import choice_error
 
 
-def _safe_log(p):
+def _safe_log(p, out=None):
     """log(p) with p clipped to the dtype's smallest normal number: never log(0)."""
     xp = get_array_module(p)
-    return xp.log(xp.maximum(p, xp.finfo(p.dtype).tiny))
+    out = xp.maximum(p, xp.finfo(p.dtype).tiny, out=out)
+    return xp.log(out, out=out)
 
 
-def mse(output, y):
+def mse(output, y, scratch=None):
     """E = mean over samples of ½ Σ_k (y_k − ŷ_k)²."""
-    diff = y - output
-    return 0.5 * (diff * diff).sum() / len(output)
+    xp = get_array_module(output)
+    diff = xp.subtract(y, output, out=scratch)
+    return 0.5 * xp.square(diff, out=diff).sum() / len(output)
 
 
-def mse_gradient(output, y):
+def mse_gradient(output, y, out=None):
     """∂E/∂ŷ = (ŷ − y) / N."""
-    return (output - y) / len(output)
+    out = get_array_module(output).subtract(output, y, out=out)
+    out /= len(output)
+    return out
 
 
-def bce(output, y):
+def bce(output, y, scratch=None):
     """E = mean over samples of Σ_k −[y log ŷ + (1 − y) log(1 − ŷ)]."""
     return -(y * _safe_log(output) + (1 - y) * _safe_log(1 - output)).sum() / len(output)
 
 
-def bce_gradient(output, y):
+def bce_gradient(output, y, out=None):
     """∂E/∂ŷ = (ŷ − y) / (ŷ (1 − ŷ)) / N, with ŷ kept off 0 and 1 so it stays finite."""
     xp = get_array_module(output)
     eps = xp.finfo(output.dtype).eps
     p = xp.clip(output, eps, 1 - eps)
-    return (p - y) / (p * (1 - p)) / len(output)
+    return xp.divide((p - y) / len(output), p * (1 - p), out=out)
 
 
-def cross_entropy(output, y):
+def cross_entropy(output, y, scratch=None):
     """E = mean over samples of −Σ_k y_k log ŷ_k, with ŷ = softmax(z)."""
-    return -(y * _safe_log(output)).sum() / len(output)
+    log_p = _safe_log(output, out=scratch)
+    log_p *= y
+    return -log_p.sum() / len(output)
 
 
-def cross_entropy_gradient(output, y):
+def cross_entropy_gradient(output, y, out=None):
     """∂E/∂ŷ = −y / ŷ / N (the backward pass uses the fused form instead)."""
     xp = get_array_module(output)
-    return -y / xp.maximum(output, xp.finfo(output.dtype).tiny) / len(output)
+    out = xp.maximum(output, xp.finfo(output.dtype).tiny, out=out)
+    xp.divide(y, out, out=out)
+    out /= -len(output)
+    return out
 
 
-def output_minus_target(output, y):
+def output_minus_target(output, y, out=None):
     """δ_L = (ŷ − y) / N: what the chain rule gives when f' cancels against ∂E/∂ŷ."""
-    return (output - y) / len(output)
+    fused = kernels.output_minus_target(output, y, out)  # one launch on the GPU
+    return fused if fused is not None else mse_gradient(output, y, out=out)  # the same arithmetic
 
 
 @dataclass(frozen=True)
@@ -77,12 +91,12 @@ class Loss:
     outputs: tuple[str, ...] | None = None  # None: any output activation
     fused: dict | None = None
 
-    def output_delta(self, activation: Activation, z, output, y):
+    def output_delta(self, activation: Activation, z, output, y, out=None, scratch=None):
         """δ_L, the blame at the output layer's weighted input z_L."""
         shortcut = (self.fused or {}).get(activation.name)
         if shortcut is not None:
-            return shortcut(output, y)
-        return activation.backprop(self.gradient(output, y), z, output)
+            return shortcut(output, y, out=out)
+        return activation.backprop(self.gradient(output, y, out=out), z, output, scratch)
 
 
 LOSSES = {

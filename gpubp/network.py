@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy
 
 from . import activations, losses
-from .backend import Device, get_array_module
+from .backend import Device, device_of, get_array_module
 from .backend import device as get_device
 from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error
 
@@ -49,6 +49,52 @@ class Grads:
     weights: tuple
     biases: tuple
     deltas: list
+
+
+class Workspace:
+    """Arrays for every z, a, delta and one scratch row block, made once for batches of up to `rows`.
+
+    forward and backward write into these instead of allocating, which is how
+    fit's training step allocates nothing. A batch of n ≤ rows uses the first n
+    rows of each (still contiguous). Each call overwrites the previous step's values.
+    """
+
+    def __init__(self, net, rows: int):
+        xp, widths = net.xp, net.sizes[1:]
+        with net.device.activate():
+            self.rows = rows
+            self.zs = [xp.empty((rows, w), dtype=net.dtype) for w in widths]
+            self.activations = [xp.empty((rows, w), dtype=net.dtype) for w in widths]  # a[1] … a[L]
+            self.deltas = [xp.empty((rows, w), dtype=net.dtype) for w in widths]
+            self.flat_scratch = xp.empty(rows * max(widths), dtype=net.dtype)
+
+    def z(self, l: int, n: int):
+        return self.zs[l][:n]
+
+    def a(self, l: int, n: int):
+        """The buffer for a[l+1], the output of layer l."""
+        return self.activations[l][:n]
+
+    def delta(self, l: int, n: int):
+        return self.deltas[l][:n]
+
+    def scratch(self, n: int, width: int):
+        return self.flat_scratch[: n * width].reshape(n, width)
+
+
+class _NoWorkspace:
+    """Hands out None for every buffer, so NumPy and CuPy allocate fresh arrays: the readable default."""
+
+    def z(self, l, n):
+        return None
+
+    a = delta = z
+
+    def scratch(self, n, width):
+        return None
+
+
+NO_WORKSPACE = _NoWorkspace()
 
 
 def _layer_views(flat, sizes):
@@ -160,6 +206,8 @@ class MLP:
 
     def _numbers(self, x, name: str):
         """`x` on this net's device, checked to hold numbers before it is copied anywhere."""
+        if isinstance(x, self.xp.ndarray) and x.dtype == self.dtype and device_of(x) == self.device:
+            return x  # already in place: the common case inside a training loop
         if get_array_module(x) is numpy:
             x = numpy.asarray(x)
         if x.dtype.kind not in "fiub":
@@ -204,41 +252,63 @@ class MLP:
 
     # --- the math --------------------------------------------------------
 
-    def forward(self, X) -> Trace:
-        """The forward pass, keeping every weighted input z and activation a."""
+    def forward(self, X, workspace: Workspace | None = None) -> Trace:
+        """The forward pass, keeping every weighted input z and activation a.
+
+        With a `workspace` (see `workspace()`), the results go into its arrays.
+        """
+        ws = workspace or NO_WORKSPACE
         with self.device.activate():
             a = self.inputs(X)
+            n = len(a)
             trace = Trace(z=[], a=[a])
             for l, (W, b) in enumerate(zip(self.weights, self.biases)):
                 f = self.output_activation if l == self.n_layers - 1 else self.activation
-                z = a @ W + b  # weighted sum of the inputs, plus the bias
-                a = f(z)  # the neuron's firing signal
+                z = self.xp.matmul(a, W, out=ws.z(l, n))  # weighted sum of the inputs,
+                a = f.activate(z, b, out=ws.a(l, n))  # plus the bias (z += b), then the firing signal f(z)
                 trace.z.append(z)
                 trace.a.append(a)
             return trace
 
-    def backward(self, trace: Trace, Y, out: Grads | None = None) -> Grads:
+    def backward(self, trace: Trace, Y, out: Grads | None = None, workspace: Workspace | None = None) -> Grads:
         """The backward pass: the chain rule, layer by layer, from the output back.
 
         δ_L = ∂E/∂ŷ ⊙ f'(z_L)                  blame at the output
         δ_l = (δ_{l+1} @ W_{l+1}ᵀ) ⊙ f'(z_l)   blame flows back through the weights
         ∂E/∂W_l = a_lᵀ δ_l,  ∂E/∂b_l = Σ_batch δ_l
 
-        Writes into `out` when given (reusing its buffer), else into a new one.
+        Writes the gradients into `out` when given, and the deltas into `workspace`'s arrays.
         """
+        ws = workspace or NO_WORKSPACE
+        xp = self.xp
         with self.device.activate():
-            Y = self.targets(Y, len(trace.output))
+            n = len(trace.output)
+            Y = self.targets(Y, n)
             grads = out if out is not None else self.new_grads()
             deltas = [None] * self.n_layers
-            deltas[-1] = self.loss_fn.output_delta(self.output_activation, trace.z[-1], trace.output, Y)
-            for l in range(self.n_layers - 2, -1, -1):
-                upstream = deltas[l + 1] @ self.weights[l + 1].T  # ∂E/∂a[l+1]
-                deltas[l] = self.activation.backprop(upstream, trace.z[l], trace.a[l + 1])
+            last = self.n_layers - 1
+            deltas[last] = self.loss_fn.output_delta(
+                self.output_activation,
+                trace.z[last],
+                trace.output,
+                Y,
+                out=ws.delta(last, n),
+                scratch=ws.scratch(n, self.sizes[-1]),
+            )
+            for l in range(last - 1, -1, -1):
+                upstream = xp.matmul(deltas[l + 1], self.weights[l + 1].T, out=ws.delta(l, n))  # ∂E/∂a[l+1]
+                deltas[l] = self.activation.backprop(
+                    upstream, trace.z[l], trace.a[l + 1], ws.scratch(n, self.sizes[l + 1])
+                )
             for l, delta in enumerate(deltas):
-                self.xp.matmul(trace.a[l].T, delta, out=grads.weights[l])
+                xp.matmul(trace.a[l].T, delta, out=grads.weights[l])
                 delta.sum(axis=0, out=grads.biases[l])
             grads.deltas = deltas
             return grads
+
+    def workspace(self, rows: int) -> Workspace:
+        """Arrays for batches of up to `rows` rows, for forward and backward to write into."""
+        return Workspace(self, rows)
 
     def new_grads(self) -> Grads:
         """A zeroed gradient buffer, the twin of `params`."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+from . import kernels
 from .errors import ArgumentError, ArgumentTypeError
 
 
@@ -39,7 +40,9 @@ class SGD:
         if nesterov and self.momentum == 0.0:
             raise ArgumentError("nesterov=True needs momentum > 0; got momentum=0.0")
         self.nesterov = bool(nesterov)
-        self.velocity = net.xp.zeros_like(net.params) if self.momentum else None
+        with net.device.activate():
+            self.velocity = net.xp.zeros_like(net.params) if self.momentum else None
+            self._work = net.xp.empty_like(net.params)  # made once: a step allocates nothing
 
     def hyperparameters(self) -> dict:
         """Everything but the velocity, as plain numbers (for checkpoints and logs)."""
@@ -53,14 +56,22 @@ class SGD:
         }
 
     def step(self, grads) -> None:
-        """Move every weight and bias a small step against its gradient."""
-        params = self.net.params
+        """Move every weight and bias a small step against its gradient: W −= lr · g."""
+        xp, params, work = self.net.xp, self.net.params, self._work
         with self.net.device.activate():
-            gradient = grads.flat
-            if self.weight_decay:
-                gradient = gradient + self.weight_decay * params
-            if self.velocity is not None:
+            if kernels.sgd_step(
+                params, grads.flat, self.velocity, self.lr, self.momentum, self.weight_decay, self.nesterov
+            ):
+                return  # the whole update below, as one kernel on the GPU
+            g = grads.flat
+            if self.weight_decay:  # g + λW
+                g = xp.multiply(params, self.weight_decay, out=work)
+                g += grads.flat
+            direction = g
+            if self.velocity is not None:  # v = μv + g
                 self.velocity *= self.momentum
-                self.velocity += gradient
-                gradient = gradient + self.momentum * self.velocity if self.nesterov else self.velocity
-            params -= self.lr * gradient
+                self.velocity += g
+                direction = g if self.nesterov else self.velocity
+            params -= xp.multiply(direction, self.lr, out=work)
+            if self.nesterov:  # Nesterov steps along g + μv: the μv part
+                params -= xp.multiply(self.velocity, self.lr * self.momentum, out=work)

@@ -8,6 +8,7 @@ read back once per epoch: no host sync inside an epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -267,13 +268,15 @@ def fit(
     log=None,
     initial_epoch: int = 0,
     history: History | None = None,
+    threads: int | None = None,
 ) -> History:
     """Train `net` on (X, Y) by minibatch SGD; returns the History of every epoch.
 
     epochs is the epoch to stop after, counted from 1; initial_epoch > 0 resumes after
     that many (pass the loaded optimizer and history too). progress: True (a bar on a
     terminal, else lines), "bar", "lines" or False. log: a path; one JSON object per
-    epoch is appended to it. The default optimizer is SGD(net, lr=0.1).
+    epoch is appended to it. threads: how many BLAS threads the CPU may use (default:
+    what the BLAS picks). The default optimizer is SGD(net, lr=0.1).
     """
     epochs = _check_positive_int("epochs", epochs)
     batch_size = _check_positive_int("batch_size", batch_size)
@@ -282,8 +285,9 @@ def fit(
     optimizer = optimizer if optimizer is not None else SGD(net, lr=0.1)
     if optimizer.net is not net:
         raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) for this net")
-    xp = net.xp
-    with net.device.activate():
+    if threads is not None:
+        threads = _check_positive_int("threads", threads)
+    with net.device.activate(), _blas_threads(threads):
         X = net.inputs(X)  # to the device once, for the whole run
         Y = net.targets(Y, len(X))
         val = None
@@ -292,19 +296,10 @@ def fit(
                 raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
             val_X = net.inputs(validation_data[0])
             val = (val_X, net.targets(validation_data[1], len(val_X)))
-        n = len(X)
-        batches = math.ceil(n / batch_size)
-        count = accuracy_counter(net)
-        # Buffers made once and reused every epoch.
-        X_shuffled, Y_shuffled = xp.empty_like(X), xp.empty_like(Y)
-        grads = net.new_grads()
-        last_good = xp.empty_like(net.params)
-        total = xp.zeros((), dtype=net.dtype)
-        correct = xp.zeros((), dtype=numpy.int64)
-
         state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
-        progress = _Progress(progress, epochs, batches, sys.stderr)
         callbacks = list(callbacks)
+        loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed)
+        progress = _Progress(progress, epochs, loop.batches, sys.stderr)
         for cb in callbacks:
             cb.on_train_begin(state)
         for epoch in range(initial_epoch + 1, epochs + 1):
@@ -313,32 +308,7 @@ def fit(
                 cb.on_epoch_begin(state)
             progress.epoch_begin(epoch)
             started = time.perf_counter()
-            last_good[...] = net.params
-            if shuffle:
-                order = net.device.asarray(numpy.random.default_rng([seed, epoch]).permutation(n))
-                xp.take(X, order, axis=0, out=X_shuffled)
-                xp.take(Y, order, axis=0, out=Y_shuffled)
-                data_X, data_Y = X_shuffled, Y_shuffled
-            else:
-                data_X, data_Y = X, Y
-            total[...] = 0
-            correct[...] = 0
-            for start in range(0, n, batch_size):
-                xb, yb = data_X[start : start + batch_size], data_Y[start : start + batch_size]
-                trace = net.forward(xb)
-                total += net.loss_fn.value(trace.output, yb) * len(xb)
-                if count is not None:
-                    correct += count(trace.output, yb)
-                optimizer.step(net.backward(trace, yb, out=grads))
-                progress.batch_done()
-            loss = float(total) / n  # the one host sync of the epoch
-            if not math.isfinite(loss):
-                net.params[...] = last_good
-                raise TrainingDiverged(
-                    f"the training loss became {loss} in epoch {epoch} (lr={optimizer.lr:g}); "
-                    f"the net holds the weights from the start of epoch {epoch}. Try a lower learning rate."
-                )
-            record = {"epoch": epoch, "loss": loss, "accuracy": float(correct) / n if count is not None else None}
+            record = {"epoch": epoch, **loop.run(epoch, progress.batch_done)}
             if val is not None:
                 metrics = evaluate(net, *val)
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
@@ -355,3 +325,63 @@ def fit(
         for cb in callbacks:
             cb.on_train_end(state)
         return state.history
+
+
+def _blas_threads(threads: int | None):
+    """Pin the BLAS to `threads` threads for the run (threadpoolctl), or leave it alone."""
+    if threads is None:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads, user_api="blas")
+
+
+class _EpochLoop:
+    """One epoch of minibatch steps over data already on the device.
+
+    Everything a step writes (the batch, every z, a and delta, the gradients, the
+    optimizer's work array) is made here, once, so an epoch allocates nothing.
+    """
+
+    def __init__(self, net, optimizer, X, Y, batch_size, shuffle, seed):
+        xp = net.xp
+        self.net, self.optimizer, self.X, self.Y = net, optimizer, X, Y
+        self.batch_size, self.shuffle, self.seed = min(batch_size, len(X)), shuffle, seed
+        self.batches = math.ceil(len(X) / self.batch_size)
+        self.count = accuracy_counter(net)
+        self.workspace = net.workspace(self.batch_size)
+        self.grads = net.new_grads()
+        self.X_batch = xp.empty((self.batch_size, X.shape[1]), dtype=X.dtype)
+        self.Y_batch = xp.empty((self.batch_size, Y.shape[1]), dtype=Y.dtype)
+        self.last_good = xp.empty_like(net.params)
+        self.total = xp.zeros((), dtype=net.dtype)
+        self.correct = xp.zeros((), dtype=numpy.int64)
+
+    def run(self, epoch: int, batch_done) -> dict:
+        """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
+        net, xp, n = self.net, self.net.xp, len(self.X)
+        self.last_good[...] = net.params
+        # The batch order comes from a host RNG, so every device sees the same batches.
+        order = numpy.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else numpy.arange(n)
+        order = net.device.asarray(order)
+        self.total[...] = 0
+        self.correct[...] = 0
+        for start in range(0, n, self.batch_size):
+            rows = order[start : start + self.batch_size]
+            xb = xp.take(self.X, rows, axis=0, out=self.X_batch[: len(rows)])
+            yb = xp.take(self.Y, rows, axis=0, out=self.Y_batch[: len(rows)])
+            trace = net.forward(xb, self.workspace)
+            scratch = self.workspace.scratch(len(rows), net.sizes[-1])
+            self.total += net.loss_fn.value(trace.output, yb, scratch) * len(rows)
+            if self.count is not None:
+                self.correct += self.count(trace.output, yb)
+            self.optimizer.step(net.backward(trace, yb, out=self.grads, workspace=self.workspace))
+            batch_done()
+        loss = float(self.total) / n
+        if not math.isfinite(loss):
+            net.params[...] = self.last_good
+            raise TrainingDiverged(
+                f"the training loss became {loss} in epoch {epoch} (lr={self.optimizer.lr:g}); "
+                f"the net holds the weights from the start of epoch {epoch}. Try a lower learning rate."
+            )
+        return {"loss": loss, "accuracy": float(self.correct) / n if self.count is not None else None}

@@ -11,6 +11,16 @@ import pytest
 import gpubp
 
 REQUIRE_GPU = os.environ.get("GPUBP_REQUIRE_GPU") == "1"
+IN_CI = os.environ.get("GPUBP_CI") == "1"  # set by .ci/run, which installs every optional tool
+
+
+def require_tool(missing_reason: str | None) -> None:
+    """Skip when a tool is missing (pytest -rs shows why), but fail in CI, where it must be there."""
+    if missing_reason is None:
+        return
+    if IN_CI:
+        pytest.fail(f"GPUBP_CI=1 but {missing_reason}")
+    pytest.skip(missing_reason)
 
 
 def require_gpu(index: int = 0) -> None:

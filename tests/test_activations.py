@@ -51,10 +51,12 @@ def test_softmax_backprop_is_the_jacobian_vector_product():
     rng = np.random.default_rng(0)
     z, g = rng.normal(size=(4, 3)), rng.normal(size=(4, 3))
     a = activations.softmax(z)
-    sm = activations.ACTIVATIONS["softmax"]
+    upstream = g.copy()
+    result = activations.ACTIVATIONS["softmax"].backprop(upstream, z, a)
+    assert result is upstream  # in place: the caller's upstream becomes ∂E/∂z
     for n in range(4):
         jacobian = np.diag(a[n]) - np.outer(a[n], a[n])  # ∂a_k/∂z_j = a_k (δ_kj − a_j)
-        np.testing.assert_allclose(sm.backprop(g, z, a)[n], jacobian @ g[n], rtol=1e-12)
+        np.testing.assert_allclose(result[n], jacobian @ g[n], rtol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

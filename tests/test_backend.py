@@ -11,7 +11,7 @@ import pytest
 import gpubp
 from gpubp import backend
 
-from .conftest import require_gpu
+from .conftest import require_gpu, require_tool
 
 HAS_CUPY = importlib.util.find_spec("cupy") is not None
 
@@ -77,11 +77,12 @@ def test_cupy_installed_without_a_gpu_falls_back_and_explains():
     assert isinstance(info.value, RuntimeError)
 
 
-def test_cupy_expected_in_ci():
+def test_cupy_is_installed_in_ci():
     # .ci/run installs cupy-cuda12x so that the fallback above is tested for real.
-    if os.environ.get("GPUBP_EXPECT_CUPY") != "1":
-        pytest.skip("GPUBP_EXPECT_CUPY is not set (CI sets it after installing cupy-cuda12x)")
-    assert HAS_CUPY, "CI should have installed cupy-cuda12x"
+    require_tool(None if HAS_CUPY else "CuPy is not installed (pip install 'gpubp[cuda12]')")
+    import cupy
+
+    assert gpubp.backend._import_cupy() is cupy
 
 
 def test_cupy_missing_falls_back_and_explains():

@@ -31,7 +31,7 @@ def test_top_level_layout():
 def test_extras_and_entry_point():
     project = pyproject()["project"]
     # The required set stays small and deliberate; CuPy is only ever an extra.
-    assert [d.split(">")[0] for d in project["dependencies"]] == ["numpy", "safetensors", "tqdm"]
+    assert [d.split(">")[0] for d in project["dependencies"]] == ["numpy", "safetensors", "threadpoolctl", "tqdm"]
     extras = project["optional-dependencies"]
     assert any(d.startswith("cupy-cuda12x") for d in extras["cuda12"])
     assert any(d.startswith("cupy-cuda13x") for d in extras["cuda13"])

@@ -1,0 +1,214 @@
+"""The fused CUDA kernels: they compile (NVRTC, no GPU needed), their arithmetic matches the
+unfused path (the same source run through a C++ compiler), and on a GPU they match for real.
+"""
+
+import ctypes
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import activations, kernels, losses
+
+from .conftest import require_gpu, require_tool
+
+FUSABLE = [act for act in activations.ACTIVATIONS.values() if act.cuda is not None]
+DTYPES = ["float32", "float64"]
+TOLERANCE = {"float32": 2e-6, "float64": 1e-14}
+
+
+def nvrtc_or_skip():
+    try:
+        from cupy_backends.cuda.libs import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as e:  # no CuPy, or no NVRTC library beside it
+        require_tool(f"NVRTC is not available ({type(e).__name__}: {e}); pip install nvidia-cuda-nvrtc-cu12")
+    return nvrtc
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_every_kernel_compiles_with_nvrtc(dtype):
+    nvrtc = nvrtc_or_skip()
+    program = nvrtc.createProgram(kernels.source(dtype, FUSABLE), "gpubp.cu", (), ())
+    try:
+        nvrtc.compileProgram(program, (*kernels.OPTIONS, "-arch=compute_90"))
+    except Exception:
+        pytest.fail(nvrtc.getProgramLog(program))
+    ptx = nvrtc.getPTX(program).decode()
+    for name in kernels.kernel_names(FUSABLE):
+        assert f".entry {name}(" in ptx, name
+
+
+def test_a_broken_kernel_does_not_compile():
+    # The compile check can fail: a formula with a typo in it is caught.
+    nvrtc = nvrtc_or_skip()
+    broken = activations.Activation("broken", activations.sigmoid, activations.sigmoid_prime, cuda=("exq(-z)", "a"))
+    program = nvrtc.createProgram(kernels.source("float32", [broken]), "broken.cu", (), ())
+    with pytest.raises(nvrtc.NVRTCError):
+        nvrtc.compileProgram(program, ("-arch=compute_90",))
+    assert "exq" in nvrtc.getProgramLog(program)
+
+
+# --- the same source, run on the CPU -------------------------------------------------------
+
+# Stands in for what CUDA provides, so the kernel source compiles as plain C++: a kernel is then
+# an ordinary function, called once per (block, thread) with the built-in indices set first.
+HOST_PRELUDE = """
+#include <cmath>
+using std::exp;
+using std::tanh;
+struct Dim3 { unsigned x, y, z; };
+static Dim3 blockIdx, threadIdx, blockDim;
+#define __global__
+extern "C" void set_thread(unsigned block, unsigned thread, unsigned threads) {
+    blockIdx.x = block; threadIdx.x = thread; blockDim.x = threads;
+}
+"""
+
+
+class HostKernels:
+    """The kernels compiled by g++ into a shared library, launched thread by thread through ctypes."""
+
+    def __init__(self, dtype, folder):
+        compiler = shutil.which("g++")
+        require_tool(None if compiler else "g++ is not installed")
+        src, lib = folder / f"kernels_{dtype}.cpp", folder / f"kernels_{dtype}.so"
+        src.write_text(HOST_PRELUDE + kernels.source(dtype, FUSABLE))
+        result = subprocess.run(
+            [compiler, "-shared", "-fPIC", "-O1", "-ffp-contract=off", str(src), "-o", str(lib)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 0, result.stderr
+        self.lib = ctypes.CDLL(str(lib))
+        self.scalar = ctypes.c_float if dtype == "float32" else ctypes.c_double
+        self.dtype = np.dtype(dtype)
+
+    def launch(self, name, n, *args):
+        threads = kernels.THREADS
+        converted = []
+        for a in args:
+            if isinstance(a, np.ndarray):
+                assert a.dtype == self.dtype and a.flags.c_contiguous
+                converted.append(ctypes.c_void_p(a.ctypes.data))
+            elif a is None:
+                converted.append(ctypes.c_void_p(0))
+            elif isinstance(a, bool):
+                converted.append(ctypes.c_int(a))
+            elif isinstance(a, int):
+                converted.append(ctypes.c_longlong(a))
+            else:
+                converted.append(self.scalar(a))
+        function = getattr(self.lib, name)
+        for block in range((n + threads - 1) // threads):
+            for thread in range(threads):  # the last block runs past n: the kernels must guard
+                self.lib.set_thread(block, thread, threads)
+                function(*converted)
+
+
+@pytest.fixture(scope="module", params=DTYPES)
+def host(request, tmp_path_factory):
+    return HostKernels(request.param, tmp_path_factory.mktemp("kernels"))
+
+
+def random(shape, dtype, seed, low=-3.0, high=3.0):
+    return np.random.default_rng(seed).uniform(low, high, size=shape).astype(dtype)
+
+
+@pytest.mark.parametrize("act", FUSABLE, ids=lambda a: a.name)
+def test_bias_activation_kernel_matches_the_unfused_path(host, act):
+    z, b = random((5, 67), host.dtype, 1), random((67,), host.dtype, 2)  # 335 elements: two blocks
+    z_fused, a_fused = z.copy(), np.full_like(z, np.nan)
+    host.launch(f"bias_{act.name}", z.size, b, z_fused, a_fused, z.size, z.shape[1])
+    z_ref = z.copy()
+    a_ref = act.activate(z_ref, b, out=np.empty_like(z))
+    np.testing.assert_allclose(z_fused, z_ref, rtol=TOLERANCE[host.dtype.name])
+    np.testing.assert_allclose(a_fused, a_ref, rtol=TOLERANCE[host.dtype.name], atol=1e-30)
+
+
+@pytest.mark.parametrize("act", FUSABLE, ids=lambda a: a.name)
+def test_delta_kernel_matches_the_unfused_path(host, act):
+    z = random((7, 50), host.dtype, 3)
+    a = act(z, out=np.empty_like(z))
+    upstream = random((7, 50), host.dtype, 4)
+    fused = upstream.copy()
+    host.launch(f"delta_{act.name}", fused.size, fused, a, fused.size)
+    expected = act.backprop(upstream.copy(), z, a)
+    np.testing.assert_allclose(fused, expected, rtol=TOLERANCE[host.dtype.name], atol=1e-30)
+
+
+def test_output_minus_target_kernel_matches_the_unfused_path(host):
+    output, y = random((9, 10), host.dtype, 5, 0, 1), random((9, 10), host.dtype, 6, 0, 1)
+    fused = np.full_like(output, np.nan)
+    host.launch("output_minus_target", output.size, output, y, fused, output.size, 9.0)
+    np.testing.assert_array_equal(fused, losses.mse_gradient(output, y))  # the same two roundings
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"weight_decay": 0.01}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}],
+    ids=["plain", "weight_decay", "momentum", "nesterov"],
+)
+def test_sgd_kernel_matches_the_unfused_optimizer(host, options):
+    net = gpubp.MLP([20, 13, 3], dtype=host.dtype.name, device="cpu", seed=2)
+    opt = gpubp.SGD(net, lr=0.05, **options)
+    grads = net.new_grads()
+    params, velocity = net.params.copy(), None if opt.velocity is None else opt.velocity.copy()
+    for step in range(3):
+        grads.flat[...] = random(grads.flat.shape, host.dtype, 10 + step)
+        opt.step(grads)  # the NumPy path
+        host.launch(
+            "sgd_step", params.size, params, grads.flat, velocity, params.size,
+            opt.lr, opt.momentum, opt.weight_decay, opt.lr * opt.momentum, opt.nesterov,
+        )  # fmt: skip
+    np.testing.assert_allclose(params, net.params, rtol=TOLERANCE[host.dtype.name])
+    if velocity is not None:
+        np.testing.assert_allclose(velocity, opt.velocity, rtol=TOLERANCE[host.dtype.name])
+
+
+# --- on a real GPU -------------------------------------------------------------------------
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_fused_gpu_training_matches_the_unfused_gpu_path_and_the_cpu(dtype, monkeypatch):
+    require_gpu()
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(96, 12)), rng.integers(0, 4, size=96)
+    results = {}
+    for label, device, fused in (("cpu", "cpu", "1"), ("gpu unfused", "gpu", "0"), ("gpu fused", "gpu", "1")):
+        monkeypatch.setenv(kernels.ENV_FUSED, fused)
+        for act in ("sigmoid", "tanh", "relu", "leaky_relu", "identity"):
+            net = gpubp.MLP([12, 16, 4], activation=act, loss="cross_entropy", dtype=dtype, device=device, seed=3)
+            opt = gpubp.SGD(net, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3)
+            gpubp.fit(net, X, y, epochs=2, batch_size=32, optimizer=opt, progress=False)
+            results[(label, act)] = gpubp.to_numpy(net.params)
+    tolerance = 1e-10 if dtype == "float64" else 1e-4
+    for act in ("sigmoid", "tanh", "relu", "leaky_relu", "identity"):
+        reference = results[("cpu", act)]
+        for label in ("gpu unfused", "gpu fused"):
+            error = np.abs(results[(label, act)] - reference).max() / np.abs(reference).max()
+            assert error <= tolerance, (label, act, error)
+
+
+@pytest.mark.gpu
+def test_fused_kernels_really_run_on_the_gpu():
+    require_gpu()
+    net = gpubp.MLP([4, 8, 3], loss="cross_entropy", device="gpu")
+    z = net.xp.ones((2, 8), dtype=net.dtype)
+    out = kernels.bias_activation(net.activation, z, net.biases[0], None)
+    assert out is not None and gpubp.get_array_module(out) is net.xp  # the fused path, not the fallback
+    expected = 1 / (1 + np.exp(-1.0))
+    np.testing.assert_allclose(gpubp.to_numpy(out), expected, rtol=1e-6)
+
+
+def test_fused_path_is_not_taken_for_numpy_arrays():
+    z, b = np.zeros((2, 3), dtype=np.float32), np.zeros(3, dtype=np.float32)
+    act = activations.ACTIVATIONS["sigmoid"]
+    assert kernels.bias_activation(act, z, b, None) is None
+    assert kernels.delta(act, z, z) is None
+    assert kernels.output_minus_target(z, z, None) is None
+    assert kernels.sgd_step(z, z, None, 0.1, 0.0, 0.0, False) is False
