@@ -184,6 +184,7 @@ def cmd_train(args) -> int:
             log=args.log,
             initial_epoch=initial_epoch,
             history=history,
+            threads=args.threads,
         )
     except KeyboardInterrupt:
         if saver.saved_epoch is None:
@@ -339,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--standardize", choices=("feature", "global", "none"), help="input scaling (default: by data)")
     t.add_argument("--dtype", choices=DTYPES, default="float32", help="(default: float32)")
     t.add_argument("--seed", type=int, default=0, help="weights, split and shuffling (default: 0)")
+    t.add_argument("--threads", type=_whole, help="BLAS threads on the CPU (default: as many as the BLAS picks)")
     t.add_argument("--save", help="where to save the model (default: gpubp-DATA.safetensors)")
     t.add_argument("--resume", help="continue the run saved in this checkpoint")
     t.add_argument("--log", help="write one JSON object per epoch to this .jsonl file")

@@ -336,6 +336,13 @@ def _blas_threads(threads: int | None):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
+def _gather(xp, source, rows, out):
+    """out = source[rows], written in place."""
+    if xp is numpy:  # mode="clip": with the default, NumPy copies through a temporary as large as out
+        return numpy.take(source, rows, axis=0, out=out, mode="clip")
+    return xp.take(source, rows, axis=0, out=out)
+
+
 class _EpochLoop:
     """One epoch of minibatch steps over data already on the device.
 
@@ -368,8 +375,8 @@ class _EpochLoop:
         self.correct[...] = 0
         for start in range(0, n, self.batch_size):
             rows = order[start : start + self.batch_size]
-            xb = xp.take(self.X, rows, axis=0, out=self.X_batch[: len(rows)])
-            yb = xp.take(self.Y, rows, axis=0, out=self.Y_batch[: len(rows)])
+            xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
+            yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
             trace = net.forward(xb, self.workspace)
             scratch = self.workspace.scratch(len(rows), net.sizes[-1])
             self.total += net.loss_fn.value(trace.output, yb, scratch) * len(rows)

@@ -184,3 +184,22 @@ def test_fit_gives_the_same_run_on_every_device(device):
         final.append((gpubp.to_numpy(net.params), history.loss))
     assert relative_error(final[1][0], final[0][0]) <= 1e-10
     assert relative_error(final[1][1], final[0][1]) <= 1e-10
+
+
+def test_threads_pins_the_blas_for_the_run():
+    from threadpoolctl import threadpool_info
+
+    seen = []
+
+    class Spy(gpubp.Callback):
+        def on_epoch_end(self, state, record):
+            seen.append({i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"})
+
+    before = {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"}
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
+    gpubp.fit(net, X, y, epochs=2, threads=1, callbacks=[Spy()], progress=False)
+    assert seen == [{1}, {1}]
+    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == before  # restored after
+    with pytest.raises(gpubp.ArgumentError, match="threads must be ≥ 1; got 0"):
+        gpubp.fit(net, X, y, epochs=1, threads=0, progress=False)
