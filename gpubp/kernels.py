@@ -113,10 +113,10 @@ def _function(xp, dtype, name, activation=None):
 
 def _cuda(*arrays):
     """cupy when every array is a C-contiguous CuPy array and fusion is on, else None."""
-    if os.environ.get(ENV_FUSED, "1") == "0":
-        return None
     xp = get_array_module(*arrays)
-    if xp is numpy or not all(a.flags.c_contiguous for a in arrays):
+    if xp is numpy or os.environ.get(ENV_FUSED, "1") == "0":
+        return None  # NumPy first: the CPU's training step asks here several times
+    if not all(a.flags.c_contiguous for a in arrays):
         return None
     return xp
 
