@@ -293,19 +293,19 @@ def sweep(path, device, repeats, peers):
     ready, _ = available_peers(device, [p for p in peers if p == "torch"])
     threads = min(2, os.cpu_count() or 1)
     batches, widths = (16, 32, 64, 128, 256, 512, 1024), (64, 128, 256, 512, 1024, 2048)
-    axes_spec = [
-        ("batch size (H = 512)", [Config(f"b{b}", b, 512, threads, max(8 * b, 4096), {}) for b in batches]),
-        ("hidden width (batch 256)", [Config(f"h{h}", 256, h, threads, 8192, {}) for h in widths]),
+    axes_spec = [  # (label, the Config field on the x axis, configurations)
+        ("batch size (H = 512)", "batch", [Config(f"b{b}", b, 512, threads, max(8 * b, 4096), {}) for b in batches]),
+        ("hidden width (batch 256)", "hidden", [Config(f"h{h}", 256, h, threads, 8192, {}) for h in widths]),
     ]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     results = {}
-    for ax, (label, configs) in zip(axes, axes_spec):
+    for ax, (label, field, configs) in zip(axes, axes_spec):
         series = {"gpubp": [], **{p: [] for p in ready}, "floor": []}
         xs = []
         for config in configs:
             X, y = data(config)
             steps = -(-config.samples // config.batch)
-            xs.append(config.batch if "batch" in label else config.hidden)
+            xs.append(getattr(config, field))
             series["gpubp"].append(time_gpubp(config, X, y, device, repeats) / steps * 1e3)
             for name, timer in ready.items():
                 series[name].append(timer(config, X, y, device, repeats) / steps * 1e3)
@@ -314,6 +314,7 @@ def sweep(path, device, repeats, peers):
             style = "--" if name == "floor" else "-"
             ax.plot(xs, values, style, marker="o", markersize=3, label="GEMM floor" if name == "floor" else name)
         ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
         ax.set_yscale("log")
         ax.set_xlabel(label)
         ax.set_ylabel("ms per training step")

@@ -1,0 +1,40 @@
+"""The benchmark script keeps working: CI runs it once at a tiny size (a behaviour check, not a timing)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_bench_tiny_prints_the_table_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "| config | gpubp s |" in result.stdout and "| tiny-b32-h16-t1 |" in result.stdout
+    assert "blas: " in result.stdout and "OPENBLAS_CORETYPE: " in result.stdout
+    report = json.loads(out.read_text())
+    [row] = report["rows"]
+    assert row["gpubp"] > 0 and row["floor"] > 0
+    assert row["ratios"]["floor"] == row["gpubp"] / row["floor"]
+    # Every peer was either measured or named as skipped, with the reason.
+    for peer in ("torch", "sklearn"):
+        assert (peer in row) != (peer in report["skipped"])
+        if peer in report["skipped"]:
+            assert f"{peer}: skipped ({report['skipped'][peer]})" in result.stdout
+
+
+def test_bench_refuses_an_unknown_peer():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--peers", "tensorflow"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and "--peers takes torch and sklearn" in result.stderr
