@@ -171,7 +171,9 @@ class MLP:
         if init not in INITS:
             raise choice_error("init", init, INITS)
         self.init = init
-        self.seed = seed
+        if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0:
+            raise ArgumentError(f"seed must be a whole number ≥ 0; got {seed!r}")
+        self.seed = int(seed)
         self.device: Device = get_device(device)
         self.xp = self.device.xp
         # Drawn on the host, then copied: the CPU and the GPU start from identical weights.
@@ -207,24 +209,37 @@ class MLP:
     def _numbers(self, x, name: str):
         """`x` on this net's device, checked to hold numbers before it is copied anywhere."""
         if isinstance(x, self.xp.ndarray) and x.dtype == self.dtype and device_of(x) == self.device:
-            return x  # already in place: the common case inside a training loop
+            return x  # already in place
         if get_array_module(x) is numpy:
-            x = numpy.asarray(x)
+            try:
+                x = numpy.asarray(x)
+            except (ValueError, TypeError) as e:  # ragged lists, objects that are not numbers
+                raise ArgumentTypeError(f"{name} must be an array of numbers; NumPy could not make one ({e})") from None
         if x.dtype.kind not in "fiub":
-            raise ArgumentTypeError(f"{name} must hold numbers; got dtype {x.dtype}")
+            raise ArgumentTypeError(f"{name} must hold numbers (float, int or bool); got dtype {x.dtype}")
         return self.device.asarray(x)
 
+    def _finite(self, x, name: str) -> None:
+        if not bool(self.xp.isfinite(x).all()):  # one pass over x, and on a GPU one sync
+            raise ArgumentError(f"{name} holds NaN or infinite values; remove or impute them first")
+
     def inputs(self, X):
-        """X on this net's device and in its dtype, checked to be (N, n_inputs)."""
+        """X on this net's device and in its dtype, checked to be (N, n_inputs) and finite.
+
+        Integer and bool X are converted to the net's float dtype; arrays on the
+        other device are copied over.
+        """
         X = self._numbers(X, "X")
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ShapeError(f"X must have shape (N, {self.sizes[0]}) for this net; got {tuple(X.shape)}")
         if X.shape[0] == 0:
             raise ShapeError(f"X must have at least one row; got shape {tuple(X.shape)}")
-        return X.astype(self.dtype, copy=False)
+        X = X.astype(self.dtype, copy=False)
+        self._finite(X, "X")
+        return X
 
     def targets(self, Y, n: int):
-        """Y as (n, n_outputs) rows in this net's dtype; class labels become one-hot rows."""
+        """Y as (n, n_outputs) finite rows in this net's dtype; class labels become one-hot rows."""
         k = self.sizes[-1]
         Y = self._numbers(Y, "Y")
         if Y.ndim == 1 and self.loss_fn.name == "cross_entropy":
@@ -237,7 +252,9 @@ class MLP:
                 + (", or class labels of shape (N,)" if self.loss_fn.name == "cross_entropy" else "")
                 + f"; got {tuple(Y.shape)}"
             )
-        return Y.astype(self.dtype, copy=False)
+        Y = Y.astype(self.dtype, copy=False)
+        self._finite(Y, "Y")
+        return Y
 
     def _one_hot(self, labels, n: int, k: int):
         if labels.shape != (n,):
@@ -252,14 +269,15 @@ class MLP:
 
     # --- the math --------------------------------------------------------
 
-    def forward(self, X, workspace: Workspace | None = None) -> Trace:
+    def forward(self, X, workspace: Workspace | None = None, validate: bool = True) -> Trace:
         """The forward pass, keeping every weighted input z and activation a.
 
         With a `workspace` (see `workspace()`), the results go into its arrays.
+        validate=False skips the checks of X, for callers that made it with `inputs()`.
         """
         ws = workspace or NO_WORKSPACE
         with self.device.activate():
-            a = self.inputs(X)
+            a = self.inputs(X) if validate else X
             n = len(a)
             trace = Trace(z=[], a=[a])
             for l, (W, b) in enumerate(zip(self.weights, self.biases)):
@@ -270,7 +288,9 @@ class MLP:
                 trace.a.append(a)
             return trace
 
-    def backward(self, trace: Trace, Y, out: Grads | None = None, workspace: Workspace | None = None) -> Grads:
+    def backward(
+        self, trace: Trace, Y, out: Grads | None = None, workspace: Workspace | None = None, validate: bool = True
+    ) -> Grads:
         """The backward pass: the chain rule, layer by layer, from the output back.
 
         δ_L = ∂E/∂ŷ ⊙ f'(z_L)                  blame at the output
@@ -278,12 +298,13 @@ class MLP:
         ∂E/∂W_l = a_lᵀ δ_l,  ∂E/∂b_l = Σ_batch δ_l
 
         Writes the gradients into `out` when given, and the deltas into `workspace`'s arrays.
+        validate=False skips the checks of Y, for callers that made it with `targets()`.
         """
         ws = workspace or NO_WORKSPACE
         xp = self.xp
         with self.device.activate():
             n = len(trace.output)
-            Y = self.targets(Y, n)
+            Y = self.targets(Y, n) if validate else Y
             grads = out if out is not None else self.new_grads()
             deltas = [None] * self.n_layers
             last = self.n_layers - 1
@@ -317,10 +338,15 @@ class MLP:
         return Grads(flat=flat, weights=weights, biases=biases, deltas=[])
 
     def loss(self, output, Y) -> float:
-        """E(Y, ŷ) as a Python float (this waits for the device)."""
+        """E(Y, ŷ) as a Python float (this waits for the device). Never NaN: a NaN raises."""
         with self.device.activate():
-            output = self.device.asarray(output)
-            return float(self.loss_fn.value(output, self.targets(Y, len(output))))
+            output = self._numbers(output, "output")
+            if output.ndim != 2 or output.shape[1] != self.sizes[-1] or not len(output):
+                raise ShapeError(f"output must have shape (N, {self.sizes[-1]}); got {tuple(output.shape)}")
+            value = float(self.loss_fn.value(output, self.targets(Y, len(output))))
+        if not math.isfinite(value):
+            raise ArgumentError(f"the loss is {value}: the output holds NaN or infinite values (are the weights?)")
+        return value
 
     def predict(self, X):
         """ŷ for the rows of X, as an array on this net's device."""

@@ -203,7 +203,7 @@ def evaluate(net, X, Y, batch_size: int = 4096) -> dict:
         correct = net.xp.zeros((), dtype=numpy.int64)
         for start in range(0, len(X), batch_size):
             xb, yb = X[start : start + batch_size], Y[start : start + batch_size]
-            output = net.forward(xb).output
+            output = net.forward(xb, validate=False).output
             total += net.loss_fn.value(output, yb) * len(xb)
             if count is not None:
                 correct += count(output, yb)
@@ -377,12 +377,12 @@ class _EpochLoop:
             rows = order[start : start + self.batch_size]
             xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
             yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
-            trace = net.forward(xb, self.workspace)
+            trace = net.forward(xb, self.workspace, validate=False)  # fit checked all of X once
             scratch = self.workspace.scratch(len(rows), net.sizes[-1])
             self.total += net.loss_fn.value(trace.output, yb, scratch) * len(rows)
             if self.count is not None:
                 self.correct += self.count(trace.output, yb)
-            self.optimizer.step(net.backward(trace, yb, out=self.grads, workspace=self.workspace))
+            self.optimizer.step(net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False))
             batch_done()
         loss = float(self.total) / n
         if not math.isfinite(loss):

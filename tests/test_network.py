@@ -98,7 +98,7 @@ def test_bad_arrays_name_the_expected_shape():
         net.forward(np.zeros(3))
     with pytest.raises(gpubp.ShapeError, match=r"at least one row"):
         net.forward(np.zeros((0, 3)))
-    with pytest.raises(gpubp.ArgumentTypeError, match=r"X must hold numbers; got dtype <U1"):
+    with pytest.raises(gpubp.ArgumentTypeError, match=r"X must hold numbers \(float, int or bool\); got dtype <U1"):
         net.forward(np.array([["a", "b", "c"]]))
     trace = net.forward(np.zeros((5, 3)))
     with pytest.raises(gpubp.ShapeError, match=r"Y must have shape \(5, 2\) to match 5 rows of X and 2 outputs"):
