@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy
 from . import atomic
 from ._version import __version__
 from .backend import to_numpy
-from .errors import CheckpointError
+from .errors import ArgumentTypeError, CheckpointError, DeviceError, GpubpError, check_number
 from .network import MLP
 from .optim import SGD
 
@@ -54,6 +55,9 @@ def _checksum(tensors: dict, metadata: dict) -> str:
     return digest.hexdigest()
 
 
+_CONFIG_KEYS = ("sizes", "activation", "output_activation", "loss", "dtype", "init", "seed")
+
+
 def _config(net: MLP) -> dict:
     return {
         "sizes": list(net.sizes),
@@ -70,6 +74,8 @@ def save(net: MLP, path, optimizer: SGD | None = None, **meta) -> Path:
     """Write `net` (and `optimizer`'s state, and any JSON-serialisable `meta`) to `path`, atomically."""
     import safetensors.numpy
 
+    if not isinstance(net, MLP):
+        raise ArgumentTypeError(f"net must be a gpubp.MLP; got {type(net).__name__}")
     if optimizer is not None and optimizer.net is not net:
         raise CheckpointError("optimizer belongs to another network; pass the optimizer that trains this net")
     tensors = {}
@@ -121,6 +127,8 @@ def _read(path: Path) -> tuple[dict, dict]:
 
 def load_checkpoint(path, device="auto") -> Checkpoint:
     """Read a checkpoint onto `device`: the net, its optimizer if one was saved, and the saved fields."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise ArgumentTypeError(f"path must be a file path; got {path!r}")
     path = Path(path)
     tensors, metadata = _read(path)
     if metadata.get("format") != FORMAT:
@@ -144,15 +152,27 @@ def load_checkpoint(path, device="auto") -> Checkpoint:
         meta = json.loads(metadata["meta"])
     except (KeyError, ValueError) as e:
         raise CheckpointError(f"{path} has damaged metadata ({e})") from None
+    if not isinstance(config, dict) or not isinstance(meta, dict) or not isinstance(hyper, (dict, type(None))):
+        raise CheckpointError(f"{path} has damaged metadata: config, optimizer and meta must be JSON objects")
+    try:
+        return _rebuild(tensors, config, hyper, meta, device)
+    except (CheckpointError, DeviceError):
+        raise
+    except (GpubpError, KeyError, TypeError, ValueError) as e:
+        # The checksum guards against damage, not against a file made to look valid: check what it describes.
+        raise CheckpointError(f"{path} describes no network gpubp can build ({type(e).__name__}: {e})") from None
 
+
+def _rebuild(tensors: dict, config: dict, hyper: dict | None, meta: dict, device) -> Checkpoint:
+    """The net and optimizer that the metadata describes, with the saved tensors put in place."""
+    unknown = set(config) - set(_CONFIG_KEYS)
+    if unknown:
+        raise CheckpointError(f"unknown configuration keys {sorted(unknown)}")
     net = MLP(**config, device=device)
     with net.device.activate():
         for l, (W, b) in enumerate(zip(net.weights, net.biases)):
             for target, name in ((W, f"layers.{l}.weight"), (b, f"layers.{l}.bias")):
-                saved = tensors.get(name)
-                if saved is None or saved.shape != target.shape or saved.dtype != net.dtype:
-                    raise CheckpointError(f"{path}: tensor {name} is missing or does not fit {net}")
-                target[...] = net.device.asarray(saved)
+                _put(target, tensors.get(name), name, net)
         optimizer = None
         if hyper is not None:
             optimizer = SGD(
@@ -162,10 +182,17 @@ def load_checkpoint(path, device="auto") -> Checkpoint:
                 nesterov=hyper["nesterov"],
                 weight_decay=hyper["weight_decay"],
             )
-            optimizer.lr = hyper["lr"]  # where a schedule had taken it
+            optimizer.lr = check_number("lr", hyper["lr"], 0.0, low_ok=False)  # where a schedule had taken it
             if optimizer.velocity is not None:
-                optimizer.velocity[...] = net.device.asarray(tensors["optimizer.velocity"])
+                _put(optimizer.velocity, tensors.get("optimizer.velocity"), "optimizer.velocity", net)
     return Checkpoint(net=net, optimizer=optimizer, meta=meta)
+
+
+def _put(target, saved, name: str, net: MLP) -> None:
+    if saved is None or saved.shape != target.shape or saved.dtype != net.dtype:
+        got = "nothing" if saved is None else f"{saved.dtype} {saved.shape}"
+        raise CheckpointError(f"tensor {name} must be {net.dtype} {tuple(target.shape)} for {net}; got {got}")
+    target[...] = net.device.asarray(saved)
 
 
 def load(path, device="auto") -> MLP:

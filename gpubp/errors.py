@@ -1,5 +1,7 @@
 """gpubp's own exceptions: each names the argument, what was expected and what was given."""
 
+import math
+
 
 class GpubpError(Exception):
     """Base class of every error gpubp raises on purpose."""
@@ -19,6 +21,18 @@ class ShapeError(ArgumentError):
 
 class DeviceError(GpubpError, RuntimeError):
     """A device was asked for that is not usable here."""
+
+
+def check_number(name: str, value, low: float, high: float = math.inf, low_ok: bool = True) -> float:
+    """`value` as a float, checked to be a finite number in [low, high) (or (low, high) when low_ok is False)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise ArgumentTypeError(f"{name} must be a number; got {value!r}")
+    value = float(value)
+    above_low = value >= low if low_ok else value > low
+    if not (above_low and value < high):  # also false for NaN
+        bound = f"{'≥' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
+        raise ArgumentError(f"{name} must be a finite number {bound}; got {value!r}")
+    return value
 
 
 def choice_error(argument: str, given: object, choices) -> ArgumentError:

@@ -6,21 +6,8 @@ live in one flat buffer.
 
 from __future__ import annotations
 
-import math
-
 from . import kernels
-from .errors import ArgumentError, ArgumentTypeError
-
-
-def _check_number(name: str, value, low: float, high: float = math.inf, low_ok: bool = True) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise ArgumentTypeError(f"{name} must be a number; got {value!r}")
-    value = float(value)
-    above_low = value >= low if low_ok else value > low
-    if not (above_low and value < high):  # also false for NaN
-        bound = f"{'≥' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
-        raise ArgumentError(f"{name} must be a finite number {bound}; got {value!r}")
-    return value
+from .errors import ArgumentError, check_number
 
 
 class SGD:
@@ -33,10 +20,10 @@ class SGD:
 
     def __init__(self, net, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
         self.net = net
-        self.lr = _check_number("lr", lr, 0.0, low_ok=False)
+        self.lr = check_number("lr", lr, 0.0, low_ok=False)
         self.initial_lr = self.lr  # what learning-rate schedules scale from
-        self.momentum = _check_number("momentum", momentum, 0.0, 1.0)
-        self.weight_decay = _check_number("weight_decay", weight_decay, 0.0)
+        self.momentum = check_number("momentum", momentum, 0.0, 1.0)
+        self.weight_decay = check_number("weight_decay", weight_decay, 0.0)
         if nesterov and self.momentum == 0.0:
             raise ArgumentError("nesterov=True needs momentum > 0; got momentum=0.0")
         self.nesterov = bool(nesterov)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy
 
 from . import checkpoint
+from .backend import to_numpy
 from .errors import ArgumentError, ArgumentTypeError, TrainingDiverged
 from .optim import SGD
 
@@ -336,6 +337,14 @@ def _blas_threads(threads: int | None):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
+def _diverged_message(epoch: int, step: int | None, loss: float, lr: float) -> str:
+    where = f"at step {step} of epoch {epoch}" if step is not None else f"in the last step of epoch {epoch}"
+    return (
+        f"training diverged {where}: the loss became {loss} (lr={lr:g}). The net holds the weights "
+        f"from the start of epoch {epoch}, so nothing before it is lost. Try a lower learning rate."
+    )
+
+
 def _gather(xp, source, rows, out):
     """out = source[rows], written in place."""
     if xp is numpy:  # mode="clip": with the default, NumPy copies through a temporary as large as out
@@ -360,35 +369,47 @@ class _EpochLoop:
         self.grads = net.new_grads()
         self.X_batch = xp.empty((self.batch_size, X.shape[1]), dtype=X.dtype)
         self.Y_batch = xp.empty((self.batch_size, Y.shape[1]), dtype=Y.dtype)
-        self.last_good = xp.empty_like(net.params)
-        self.total = xp.zeros((), dtype=net.dtype)
+        self.last_good = xp.empty_like(net.params)  # the state at the start of the epoch, to fall back on
+        self.last_velocity = None if optimizer.velocity is None else xp.empty_like(optimizer.velocity)
+        self.batch_losses = xp.zeros(self.batches, dtype=net.dtype)  # summed over each batch's rows
         self.correct = xp.zeros((), dtype=numpy.int64)
 
     def run(self, epoch: int, batch_done) -> dict:
         """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
         net, xp, n = self.net, self.net.xp, len(self.X)
         self.last_good[...] = net.params
+        if self.last_velocity is not None:
+            self.last_velocity[...] = self.optimizer.velocity
         # The batch order comes from a host RNG, so every device sees the same batches.
         order = numpy.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else numpy.arange(n)
         order = net.device.asarray(order)
-        self.total[...] = 0
         self.correct[...] = 0
-        for start in range(0, n, self.batch_size):
+        for step, start in enumerate(range(0, n, self.batch_size)):
             rows = order[start : start + self.batch_size]
             xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
             yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
             trace = net.forward(xb, self.workspace, validate=False)  # fit checked all of X once
             scratch = self.workspace.scratch(len(rows), net.sizes[-1])
-            self.total += net.loss_fn.value(trace.output, yb, scratch) * len(rows)
+            self.batch_losses[step] = net.loss_fn.value(trace.output, yb, scratch) * len(rows)
             if self.count is not None:
                 self.correct += self.count(trace.output, yb)
             self.optimizer.step(net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False))
             batch_done()
-        loss = float(self.total) / n
-        if not math.isfinite(loss):
-            net.params[...] = self.last_good
-            raise TrainingDiverged(
-                f"the training loss became {loss} in epoch {epoch} (lr={self.optimizer.lr:g}); "
-                f"the net holds the weights from the start of epoch {epoch}. Try a lower learning rate."
-            )
+        # The one host sync of the epoch: the loss, and whether every weight is still a number.
+        loss = float(self.batch_losses.sum()) / n
+        if not math.isfinite(loss) or not bool(xp.isfinite(net.params).all()):
+            self._diverged(epoch, loss)
         return {"loss": loss, "accuracy": float(self.correct) / n if self.count is not None else None}
+
+    def _diverged(self, epoch: int, loss: float):
+        """Put back the state from the start of the epoch, and say where it went wrong."""
+        self.net.params[...] = self.last_good
+        if self.optimizer.velocity is not None:
+            self.optimizer.velocity[...] = self.last_velocity
+        losses = to_numpy(self.batch_losses)
+        bad = numpy.flatnonzero(~numpy.isfinite(losses))
+        if len(bad):
+            step, value = int(bad[0]) + 1, float(losses[bad[0]])  # steps counted from 1
+        else:
+            step, value = None, loss  # every batch's loss was finite: the last update broke the weights
+        raise TrainingDiverged(_diverged_message(epoch, step, value, self.optimizer.lr))

@@ -124,27 +124,42 @@ def test_early_stopping_needs_validation_data():
         gpubp.fit(net, X, y, epochs=2, callbacks=[gpubp.EarlyStopping()], progress=False)
 
 
-def test_divergence_stops_with_the_last_good_weights():
+def test_divergence_names_the_epoch_and_step_and_keeps_the_last_good_weights():
     rng = np.random.default_rng(0)
     X, Y = rng.normal(size=(64, 4)) * 100, rng.normal(size=(64, 1)) * 100
 
     def make():
-        return gpubp.MLP([4, 16, 1], activation="relu", output_activation="identity", device="cpu")
+        net = gpubp.MLP([4, 16, 1], activation="relu", output_activation="identity", device="cpu")
+        return net, gpubp.SGD(net, lr=10.0, momentum=0.5)
 
-    def train_for(net, epochs):
+    def train_for(net, opt, epochs):
         with np.errstate(all="ignore"):
-            gpubp.fit(net, X, Y, epochs=epochs, optimizer=gpubp.SGD(net, lr=10.0), progress=False)
+            gpubp.fit(net, X, Y, epochs=epochs, batch_size=16, optimizer=opt, seed=3, progress=False)
 
-    net = make()
-    with pytest.raises(gpubp.TrainingDiverged, match=r"in epoch \d+ .*lower learning rate") as info:
-        train_for(net, epochs=5)
-    epoch = int(str(info.value).split("in epoch ")[1].split()[0])
-    assert np.all(np.isfinite(net.params))
-    # It holds the weights from the start of the failing epoch: those of a run that stopped just before it.
-    reference = make()
+    net, opt = make()
+    with pytest.raises(gpubp.TrainingDiverged, match=r"at step \d+ of epoch \d+.*Try a lower learning rate") as info:
+        train_for(net, opt, epochs=10)
+    message = str(info.value)
+    step, epoch = (int(w) for w in message.split("at step ")[1].split(":")[0].split(" of epoch "))
+    assert np.all(np.isfinite(net.params)) and np.all(np.isfinite(opt.velocity))
+
+    # The net and optimizer hold the state from the start of that epoch: that of a run stopped just before it.
+    reference, reference_opt = make()
     if epoch > 1:
-        train_for(reference, epochs=epoch - 1)
+        train_for(reference, reference_opt, epochs=epoch - 1)
     np.testing.assert_array_equal(net.params, reference.params)
+    np.testing.assert_array_equal(opt.velocity, reference_opt.velocity)
+
+    # Replaying that epoch by hand, in fit's batch order, the loss first stops being a number at the named step.
+    order = np.random.default_rng([3, epoch]).permutation(len(X))
+    finite = []
+    with np.errstate(all="ignore"):
+        for start in range(0, len(X), 16):
+            rows = order[start : start + 16]
+            trace = reference.forward(X[rows])
+            finite.append(bool(np.isfinite(reference.loss_fn.value(trace.output, reference.targets(Y[rows], 16)))))
+            reference_opt.step(reference.backward(trace, Y[rows]))
+    assert finite.index(False) + 1 == step
 
 
 @pytest.mark.parametrize(
