@@ -19,6 +19,7 @@ from .errors import (
     DatasetError,
     DeviceError,
     GpubpError,
+    OutOfMemory,
     ShapeError,
     TrainingDiverged,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "GpubpError",
     "Grads",
     "History",
+    "OutOfMemory",
     "ShapeError",
     "StepLR",
     "Trace",

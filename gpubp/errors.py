@@ -45,6 +45,10 @@ class TrainingDiverged(GpubpError, FloatingPointError):
     """The loss became NaN or infinite; the net holds its last good weights."""
 
 
+class OutOfMemory(GpubpError, MemoryError):
+    """The device ran out of memory for this batch size."""
+
+
 class CheckpointError(GpubpError, ValueError):
     """A checkpoint file is missing, damaged, or not one gpubp wrote."""
 

@@ -14,12 +14,13 @@ import math
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy
 
 from . import checkpoint
 from .backend import to_numpy
-from .errors import ArgumentError, ArgumentTypeError, TrainingDiverged
+from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
 from .optim import SGD
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
@@ -284,10 +285,14 @@ def fit(
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
         raise ArgumentError(f"initial_epoch must be a whole number from 0 to epochs={epochs}; got {initial_epoch!r}")
     optimizer = optimizer if optimizer is not None else SGD(net, lr=0.1)
+    if not isinstance(optimizer, SGD):
+        raise ArgumentTypeError(f"optimizer must be a gpubp.SGD; got {optimizer!r}")
     if optimizer.net is not net:
         raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) for this net")
     if threads is not None:
         threads = _check_positive_int("threads", threads)
+    if log is not None and not Path(log).resolve().parent.is_dir():
+        raise ArgumentError(f"log: the folder for {str(log)!r} does not exist")
     with net.device.activate(), _blas_threads(threads):
         X = net.inputs(X)  # to the device once, for the whole run
         Y = net.targets(Y, len(X))
@@ -299,7 +304,13 @@ def fit(
             val = (val_X, net.targets(validation_data[1], len(val_X)))
         state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
         callbacks = list(callbacks)
-        loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed)
+        for cb in callbacks:
+            if not isinstance(cb, Callback):
+                raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
+        try:
+            loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed)
+        except MemoryError as e:
+            raise _out_of_memory(net, batch_size) from e
         progress = _Progress(progress, epochs, loop.batches, sys.stderr)
         for cb in callbacks:
             cb.on_train_begin(state)
@@ -309,7 +320,11 @@ def fit(
                 cb.on_epoch_begin(state)
             progress.epoch_begin(epoch)
             started = time.perf_counter()
-            record = {"epoch": epoch, **loop.run(epoch, progress.batch_done)}
+            try:
+                record = {"epoch": epoch, **loop.run(epoch, progress.batch_done)}
+            except MemoryError as e:
+                loop.restore()
+                raise _out_of_memory(net, batch_size) from e
             if val is not None:
                 metrics = evaluate(net, *val)
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
@@ -326,6 +341,14 @@ def fit(
         for cb in callbacks:
             cb.on_train_end(state)
         return state.history
+
+
+def _out_of_memory(net, batch_size: int) -> OutOfMemory:
+    advice = f"try a smaller batch_size, such as {batch_size // 2}" if batch_size > 1 else "try a smaller network"
+    return OutOfMemory(
+        f"{net.device} ran out of memory training {net} at batch_size={batch_size}; {advice}. "
+        "The weights are those from the start of the epoch that failed."
+    )
 
 
 def _blas_threads(threads: int | None):
@@ -401,11 +424,15 @@ class _EpochLoop:
             self._diverged(epoch, loss)
         return {"loss": loss, "accuracy": float(self.correct) / n if self.count is not None else None}
 
-    def _diverged(self, epoch: int, loss: float):
-        """Put back the state from the start of the epoch, and say where it went wrong."""
+    def restore(self):
+        """Put back the weights and velocity from the start of the epoch."""
         self.net.params[...] = self.last_good
         if self.optimizer.velocity is not None:
             self.optimizer.velocity[...] = self.last_velocity
+
+    def _diverged(self, epoch: int, loss: float):
+        """Put back the state from the start of the epoch, and say where it went wrong."""
+        self.restore()
         losses = to_numpy(self.batch_losses)
         bad = numpy.flatnonzero(~numpy.isfinite(losses))
         if len(bad):
