@@ -14,12 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import numpy
 
-from . import atomic, backend, checkpoint, datasets, plot, train
+from . import atomic, backend, checkpoint, datasets, distributed, plot, train
 from ._version import __version__
 from .activations import ACTIVATIONS, HIDDEN
 from .errors import GpubpError
@@ -117,11 +118,43 @@ def _build_net(args, split, device) -> tuple[MLP, SGD]:
     return net, SGD(net, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
 
 
+def _processes(args):
+    """(communicator, device spec): under `mpiexec -n K` each rank binds its own GPU."""
+    if distributed.launched_size() == 1:
+        return distributed.Single(), args.device
+    comm = distributed.MPI(args.timeout)
+    device = args.device
+    if device in ("auto", "gpu", "cuda") and backend.gpu_available():
+        device = f"cuda:{distributed.local_rank() % backend.cuda_device_count()}"
+    return comm, device
+
+
+def _resume(path, device, comm):
+    """The checkpoint to resume from: rank 0 reads the file and sends its bytes to every rank."""
+    if comm.size == 1:
+        return checkpoint.load_checkpoint(path, device)
+    data = b""
+    if comm.rank == 0 and Path(path).is_file():
+        data = Path(path).read_bytes()
+    data = comm.broadcast_bytes(data)
+    if not data:
+        raise UsageError(f"checkpoint {str(path)!r} does not exist on rank 0")
+    local = Path(tempfile.mkdtemp(prefix="gpubp-resume-")) / Path(path).name
+    local.write_bytes(data)
+    try:
+        return checkpoint.load_checkpoint(local, device)
+    finally:
+        local.unlink()
+        local.parent.rmdir()
+
+
 def cmd_train(args) -> int:
     started = time.perf_counter()
     if args.plot:
         plot.require_matplotlib()  # say so now, not after the training
-    resumed = checkpoint.load_checkpoint(args.resume, args.device) if args.resume else None
+    comm, device = _processes(args)
+    say = print if comm.rank == 0 else _silent  # one voice: rank 0's
+    resumed = _resume(args.resume, device, comm) if args.resume else None
     saved = resumed.meta.get("settings") if resumed else None
     settings = _training_settings(args, saved)
     split = datasets.load_split(
@@ -137,7 +170,7 @@ def cmd_train(args) -> int:
     else:
         scaler_obj = _scaler_for(split, settings)
         scaler = scaler_obj.to_dict() if scaler_obj is not None else None
-        net, optimizer = _build_net(args, split, args.device)
+        net, optimizer = _build_net(args, split, device)
         history, initial_epoch = None, 0
     if net.sizes[0] != split.X_train.shape[1]:
         raise UsageError(f"the data has {split.X_train.shape[1]} features but the model takes {net.sizes[0]}")
@@ -160,13 +193,14 @@ def cmd_train(args) -> int:
         if validation is None:
             raise UsageError("--patience watches the validation loss: give --val-size > 0")
         callbacks.insert(0, train.EarlyStopping(patience=settings["patience"]))
-    if args.log and initial_epoch == 0:
+    if args.log and initial_epoch == 0 and comm.rank == 0:
         atomic.write_bytes(args.log, b"")  # a fresh run starts a fresh log; a resumed one appends
 
-    print(
+    say(
         f"training {net} on {split.name}: {len(X_train)} training rows"
         + (f", {len(validation[0])} validation" if validation else "")
-        + f", {len(split.X_test)} test",
+        + f", {len(split.X_test)} test"
+        + (f", on {comm.size} ranks ({comm.backend})" if comm.size > 1 else ""),
         file=sys.stderr,
     )
     try:
@@ -185,14 +219,18 @@ def cmd_train(args) -> int:
             initial_epoch=initial_epoch,
             history=history,
             threads=args.threads,
+            distributed=comm.size > 1,
+            timeout=args.timeout,
         )
     except KeyboardInterrupt:
         if saver.saved_epoch is None:
             where = "no epoch had completed, so nothing was saved"
         else:
             where = f"the last completed epoch ({saver.saved_epoch}) is saved in {save_path}"
-        print(f"\ngpubp: interrupted; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
+        say(f"\ngpubp: interrupted; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    if comm.rank != 0:
+        return 0  # every rank holds the same weights: rank 0 reports
     test = train.evaluate(net, _scale(split.X_test, scaler), split.y_test)
     seconds = time.perf_counter() - started
     summary = {
@@ -211,6 +249,10 @@ def cmd_train(args) -> int:
     print(f"test loss {test['loss']:.4f}{accuracy}  device {net.device}  time {seconds:.1f}s")
     print(f"saved the model to {save_path}" + (f", the curves to {args.plot}" if args.plot else ""))
     return 0
+
+
+def _silent(*args, **kwargs) -> None:
+    pass
 
 
 # --- eval, predict, info -------------------------------------------------------
@@ -341,6 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--dtype", choices=DTYPES, default="float32", help="(default: float32)")
     t.add_argument("--seed", type=int, default=0, help="weights, split and shuffling (default: 0)")
     t.add_argument("--threads", type=_whole, help="BLAS threads on the CPU (default: as many as the BLAS picks)")
+    t.add_argument(
+        "--timeout",
+        type=float,
+        default=distributed.DEFAULT_TIMEOUT,
+        help="under mpiexec: seconds to wait for the other ranks before stopping the job (default: 300)",
+    )
     t.add_argument("--save", help="where to save the model (default: gpubp-DATA.safetensors)")
     t.add_argument("--resume", help="continue the run saved in this checkpoint")
     t.add_argument("--log", help="write one JSON object per epoch to this .jsonl file")

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy
 
 from . import checkpoint
+from . import distributed as distributed_
 from .backend import to_numpy
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
 from .optim import SGD
@@ -71,6 +72,7 @@ class TrainState:
     epoch: int = 0  # the epoch in progress, counted from 1
     epochs: int = 0
     seed: int = 0  # epoch e shuffles with numpy.random.default_rng([seed, e])
+    rank: int = 0  # this process's rank in distributed training; 0 alone saves and reports
     stop: bool = False
 
 
@@ -166,7 +168,8 @@ class ModelCheckpoint(Callback):
         self.saved_epoch = epoch
 
     def on_epoch_end(self, state, record):
-        self._save(state, record["epoch"])
+        if state.rank == 0:  # one writer: every rank holds the same weights
+            self._save(state, record["epoch"])
 
     def on_train_end(self, state):
         if state.stop and self.saved_epoch is not None:
@@ -271,6 +274,8 @@ def fit(
     initial_epoch: int = 0,
     history: History | None = None,
     threads: int | None = None,
+    distributed=False,
+    timeout: float = distributed_.DEFAULT_TIMEOUT,
 ) -> History:
     """Train `net` on (X, Y) by minibatch SGD; returns the History of every epoch.
 
@@ -279,6 +284,12 @@ def fit(
     terminal, else lines), "bar", "lines" or False. log: a path; one JSON object per
     epoch is appended to it. threads: how many BLAS threads the CPU may use (default:
     what the BLAS picks). The default optimizer is SGD(net, lr=0.1).
+
+    distributed: True (or "mpi", "nccl") trains data-parallel across the processes
+    that `mpiexec -n K` started: each rank takes its share of every global batch of
+    `batch_size` rows, and the gradients are all-reduced; only rank 0 shows progress
+    and writes the log. Every collective waits at most `timeout` seconds. Without a
+    launcher it trains exactly as in one process.
     """
     epochs = _check_positive_int("epochs", epochs)
     batch_size = _check_positive_int("batch_size", batch_size)
@@ -291,6 +302,8 @@ def fit(
         raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) for this net")
     if threads is not None:
         threads = _check_positive_int("threads", threads)
+    elif distributed is not False and distributed_.launched_size() > 1 and net.device.kind == "cpu":
+        threads = distributed_.cpu_threads_per_rank()
     if log is not None and not Path(log).resolve().parent.is_dir():
         raise ArgumentError(f"log: the folder for {str(log)!r} does not exist")
     with net.device.activate(), _blas_threads(threads):
@@ -307,10 +320,15 @@ def fit(
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
+        comm = _communicator(net, distributed, timeout)
+        state.rank = comm.rank
+        if comm.rank != 0:
+            progress, log = False, None  # one voice: rank 0's
         try:
-            loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed)
+            loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed, comm)
         except MemoryError as e:
             raise _out_of_memory(net, batch_size) from e
+        _start_together(comm, net, optimizer, X)
         progress = _Progress(progress, epochs, loop.batches, sys.stderr)
         for cb in callbacks:
             cb.on_train_begin(state)
@@ -341,6 +359,29 @@ def fit(
         for cb in callbacks:
             cb.on_train_end(state)
         return state.history
+
+
+def _communicator(net, distributed, timeout):
+    if distributed is False:
+        return distributed_.Single()
+    backend = "auto" if distributed is True else distributed
+    return distributed_.communicator(net.device, backend=backend, timeout=timeout)
+
+
+def _start_together(comm, net, optimizer, X) -> None:
+    """Every rank starts from rank 0's weights and velocity, and must hold the same data."""
+    if comm.size == 1:
+        return
+    shape = numpy.array([len(X), X.shape[1]], dtype=numpy.float64)
+    theirs = comm.broadcast(shape.copy())
+    if not numpy.array_equal(shape, theirs):
+        raise ArgumentError(
+            f"every rank must train on the same data: rank {comm.rank} has {int(shape[0])} rows of "
+            f"{int(shape[1])} features, rank 0 has {int(theirs[0])} of {int(theirs[1])}"
+        )
+    comm.broadcast(net.params)
+    if optimizer.velocity is not None:
+        comm.broadcast(optimizer.velocity)
 
 
 def _out_of_memory(net, batch_size: int) -> OutOfMemory:
@@ -382,9 +423,9 @@ class _EpochLoop:
     optimizer's work array) is made here, once, so an epoch allocates nothing.
     """
 
-    def __init__(self, net, optimizer, X, Y, batch_size, shuffle, seed):
+    def __init__(self, net, optimizer, X, Y, batch_size, shuffle, seed, comm):
         xp = net.xp
-        self.net, self.optimizer, self.X, self.Y = net, optimizer, X, Y
+        self.net, self.optimizer, self.X, self.Y, self.comm = net, optimizer, X, Y, comm
         self.batch_size, self.shuffle, self.seed = min(batch_size, len(X)), shuffle, seed
         self.batches = math.ceil(len(X) / self.batch_size)
         self.count = accuracy_counter(net)
@@ -395,7 +436,7 @@ class _EpochLoop:
         self.last_good = xp.empty_like(net.params)  # the state at the start of the epoch, to fall back on
         self.last_velocity = None if optimizer.velocity is None else xp.empty_like(optimizer.velocity)
         self.batch_losses = xp.zeros(self.batches, dtype=net.dtype)  # summed over each batch's rows
-        self.correct = xp.zeros((), dtype=numpy.int64)
+        self.correct = xp.zeros(1, dtype=numpy.float64)  # a float, so that every backend can sum it
 
     def run(self, epoch: int, batch_done) -> dict:
         """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
@@ -408,21 +449,39 @@ class _EpochLoop:
         order = net.device.asarray(order)
         self.correct[...] = 0
         for step, start in enumerate(range(0, n, self.batch_size)):
-            rows = order[start : start + self.batch_size]
-            xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
-            yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
-            trace = net.forward(xb, self.workspace, validate=False)  # fit checked all of X once
-            scratch = self.workspace.scratch(len(rows), net.sizes[-1])
-            self.batch_losses[step] = net.loss_fn.value(trace.output, yb, scratch) * len(rows)
-            if self.count is not None:
-                self.correct += self.count(trace.output, yb)
-            self.optimizer.step(net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False))
+            batch = order[start : start + self.batch_size]
+            rows = self._shard(batch)
+            if len(rows):
+                xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
+                yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
+                trace = net.forward(xb, self.workspace, validate=False)  # fit checked all of X once
+                scratch = self.workspace.scratch(len(rows), net.sizes[-1])
+                self.batch_losses[step] = net.loss_fn.value(trace.output, yb, scratch) * len(rows)
+                if self.count is not None:
+                    self.correct += self.count(trace.output, yb)
+                net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False)
+            else:  # a last batch with fewer rows than ranks: nothing here to learn from
+                self.grads.flat[...] = 0
+            if self.comm.size > 1:
+                # Each rank's gradient is the mean over its rows; weighted by its share and summed,
+                # they give the mean over the whole global batch, even when the shares differ.
+                self.grads.flat *= len(rows) / len(batch)
+                self.comm.allreduce_sum(self.grads.flat)
+            self.optimizer.step(self.grads)
             batch_done()
+        if self.comm.size > 1:
+            self.comm.allreduce_sum(self.batch_losses)
+            self.comm.allreduce_sum(self.correct)
         # The one host sync of the epoch: the loss, and whether every weight is still a number.
         loss = float(self.batch_losses.sum()) / n
         if not math.isfinite(loss) or not bool(xp.isfinite(net.params).all()):
             self._diverged(epoch, loss)
-        return {"loss": loss, "accuracy": float(self.correct) / n if self.count is not None else None}
+        return {"loss": loss, "accuracy": float(self.correct[0]) / n if self.count is not None else None}
+
+    def _shard(self, batch):
+        """This rank's contiguous share of a global batch: all of it in a single process."""
+        size, rank, m = self.comm.size, self.comm.rank, len(batch)
+        return batch[(m * rank) // size : (m * (rank + 1)) // size]
 
     def restore(self):
         """Put back the weights and velocity from the start of the epoch."""
