@@ -200,7 +200,7 @@ def cmd_train(args) -> int:
         f"training {net} on {split.name}: {len(X_train)} training rows"
         + (f", {len(validation[0])} validation" if validation else "")
         + f", {len(split.X_test)} test"
-        + (f", on {comm.size} ranks ({comm.backend})" if comm.size > 1 else ""),
+        + (f", on {comm.size} ranks ({'nccl' if net.device.kind == 'cuda' else 'mpi'})" if comm.size > 1 else ""),
         file=sys.stderr,
     )
     try:

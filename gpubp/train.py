@@ -447,6 +447,7 @@ class _EpochLoop:
         # The batch order comes from a host RNG, so every device sees the same batches.
         order = numpy.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else numpy.arange(n)
         order = net.device.asarray(order)
+        self.batch_losses[...] = 0  # a rank with no rows in a batch adds nothing for it
         self.correct[...] = 0
         for step, start in enumerate(range(0, n, self.batch_size)):
             batch = order[start : start + self.batch_size]

@@ -1,0 +1,56 @@
+"""Run by tests/test_distributed.py under `mpiexec -n K`: trains with fit(distributed=True).
+
+python tests/distributed_worker.py parity DTYPE OUT      20 steps; rank 0 writes OUT.npz and OUT.safetensors
+python tests/distributed_worker.py forever OUT           trains until killed, saving every epoch
+"""
+
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import gpubp  # noqa: E402
+
+ROWS, BATCH, EPOCHS = 65, 16, 4  # 5 steps an epoch, 20 in all; the last batch has 1 row: some ranks get none
+
+
+def setup(dtype):
+    """The data, net and optimizer of the parity run: the same in one process and in K."""
+    rng = np.random.default_rng(4)
+    X, y = rng.normal(size=(ROWS, 6)), rng.integers(0, 3, size=ROWS)
+    net = gpubp.MLP([6, 10, 7, 3], activation="tanh", loss="cross_entropy", dtype=dtype, device="cpu", seed=5)
+    return X, y, net, gpubp.SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-3)
+
+
+def train(net, opt, X, y, distributed, callbacks=()):
+    return gpubp.fit(
+        net, X, y, epochs=EPOCHS, batch_size=BATCH, optimizer=opt, seed=2, progress=False,
+        distributed=distributed, callbacks=callbacks, timeout=60,
+    )  # fmt: skip
+
+
+def main():
+    mode = sys.argv[1]
+    rank = gpubp.distributed.communicator().rank
+    if mode == "parity":
+        dtype, out = sys.argv[2], sys.argv[3]
+        X, y, net, opt = setup(dtype)
+        history = train(net, opt, X, y, True, [gpubp.train.ModelCheckpoint(out + ".safetensors")])
+        if rank == 0:
+            np.savez(out + ".npz", params=net.params, predictions=net.predict(X), losses=history.loss)
+    elif mode == "forever":
+        out, timeout = sys.argv[2], float(sys.argv[3])
+        print(f"rank {rank} pid {os.getpid()}", flush=True)
+        rng = np.random.default_rng(0)
+        X, y = rng.random((512, 32), dtype=np.float32), rng.integers(0, 4, size=512)
+        net = gpubp.MLP([32, 64, 4], loss="cross_entropy", device="cpu")
+        gpubp.fit(
+            net, X, y, epochs=10**6, batch_size=64, progress=False, distributed=True, timeout=timeout,
+            callbacks=[gpubp.train.ModelCheckpoint(out)],
+        )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""Data-parallel training with real processes under mpiexec: parity with one process, checkpoints,
+and a killed rank that stops the job instead of hanging it."""
+
+import importlib.util
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import distributed
+
+from .conftest import require_tool
+from .distributed_worker import setup, train
+from .goldens import relative_error
+
+WORKER = Path(__file__).with_name("distributed_worker.py")
+ROOT = WORKER.parent.parent
+
+
+def mpiexec() -> str:
+    found = shutil.which("mpiexec", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
+    has_mpi4py = importlib.util.find_spec("mpi4py") is not None
+    require_tool(None if found and has_mpi4py else "mpiexec or mpi4py is missing: pip install 'gpubp[mpi]'")
+    return found
+
+
+def environment():
+    env = {k: v for k, v in os.environ.items() if k != "GPUBP_DEVICE"}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
+    return env
+
+
+def launch(ranks, *args, timeout=180):
+    command = [mpiexec(), "-n", str(ranks), sys.executable, str(WORKER), *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=environment())
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("dtype, tolerance", [("float64", 1e-12), ("float32", 1e-5)])
+def test_k_ranks_give_the_weights_of_one_process(tmp_path, ranks, dtype, tolerance):
+    out = tmp_path / "run"
+    result = launch(ranks, "parity", dtype, str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    together = np.load(f"{out}.npz")
+
+    X, y, net, opt = setup(dtype)
+    alone = train(net, opt, X, y, distributed=False)
+    assert relative_error(together["params"], net.params) <= tolerance
+    assert relative_error(together["losses"], alone.loss) <= tolerance
+    assert len(alone.loss) * 5 == 20  # 20 steps, the last of each epoch on a 1-row batch
+
+
+def test_a_checkpoint_from_two_ranks_loads_in_one_process(tmp_path):
+    out = tmp_path / "run"
+    assert launch(2, "parity", "float64", str(out)).returncode == 0
+    saved = gpubp.load_checkpoint(f"{out}.safetensors", device="cpu")
+    together = np.load(f"{out}.npz")
+    X, *_ = setup("float64")
+    np.testing.assert_array_equal(saved.net.predict(X), together["predictions"])
+    assert saved.epoch == 4 and sorted(p.name for p in tmp_path.iterdir()) == ["run.npz", "run.safetensors"]
+
+
+def test_without_a_launcher_it_is_one_process_and_mpi4py_stays_unimported():
+    code = (
+        "import sys, numpy as np, gpubp\n"
+        "net = gpubp.MLP([2, 3, 2], loss='cross_entropy', device='cpu')\n"
+        "gpubp.fit(net, np.zeros((8, 2)), np.zeros(8, dtype=int), epochs=1, distributed=True, progress=False)\n"
+        "print(gpubp.distributed.communicator().size, 'mpi4py' in sys.modules)"
+    )
+    env = {k: v for k, v in environment().items() if k not in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "SLURM_NTASKS")}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["1", "False"]
+
+
+def start_forever(tmp_path, timeout):
+    """Two ranks training until stopped, saving every epoch; returns the process, the pids and the file."""
+    checkpoint = tmp_path / "run.safetensors"
+    command = [mpiexec(), "-n", "2", sys.executable, str(WORKER), "forever", str(checkpoint), str(timeout)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=environment())
+    seen = ""
+    while len(re.findall(r"rank (\d) pid (\d+)", seen)) < 2:  # the two ranks' lines may interleave
+        line = process.stdout.readline()
+        assert line, process.stderr.read()
+        seen += line
+    pids = {int(rank): int(pid) for rank, pid in re.findall(r"rank (\d) pid (\d+)", seen)}
+    deadline = time.monotonic() + 60
+    while not checkpoint.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # a few more epochs
+    return process, pids, checkpoint
+
+
+def assert_stopped_with_a_message(process, checkpoint, within, *messages):
+    started = time.monotonic()
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode != 0
+    assert time.monotonic() - started < within
+    assert any(m in stdout + stderr for m in messages), stdout + stderr
+    assert gpubp.load_checkpoint(checkpoint, device="cpu").epoch >= 1  # rank 0's last save is whole
+    assert [p.name for p in checkpoint.parent.iterdir()] == [checkpoint.name]  # no half-written file left
+
+
+def test_a_killed_rank_stops_the_job_with_a_message(tmp_path):
+    process, pids, checkpoint = start_forever(tmp_path, timeout=30)
+    os.kill(pids[1], signal.SIGKILL)
+    # MPICH's launcher notices the death itself; the timeout is the fallback for launchers that do not.
+    assert_stopped_with_a_message(process, checkpoint, 30, "BAD TERMINATION", "did not finish within")
+
+
+def test_a_hung_rank_stops_the_job_at_the_timeout(tmp_path):
+    process, pids, checkpoint = start_forever(tmp_path, timeout=3)
+    os.kill(pids[1], signal.SIGSTOP)  # alive but silent: only the timeout can notice
+    try:
+        assert_stopped_with_a_message(
+            process, checkpoint, 30, "gpubp: rank 0 of 2: an all-reduce did not finish within 3 s"
+        )
+    finally:
+        try:
+            os.kill(pids[1], signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def test_gpubp_train_under_mpiexec(tmp_path):
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "gpubp", "train", "--epochs", "3", "--save", "m.safetensors"]
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("test accuracy") == 1  # rank 0 alone reports
+    assert "on 2 ranks (mpi)" in result.stderr
+    accuracy = float(result.stdout.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 95
+    assert gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu").epoch == 3
+
+
+def test_bad_backend_and_timeout():
+    with pytest.raises(gpubp.ArgumentError, match="backend must be one of 'auto', 'mpi', 'nccl'"):
+        distributed.communicator(backend="gloo")
+    with pytest.raises(gpubp.ArgumentError, match="timeout must be a number of seconds > 0"):
+        distributed.communicator(timeout=0)
+
+
+def test_nccl_backend_on_two_gpus(tmp_path):
+    count = gpubp.backend.cuda_device_count()
+    if count < 2:
+        pytest.skip(f"the NCCL backend needs 2 or more GPUs; {count} found")
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "gpubp", "train", "--epochs", "2", "--device", "gpu",
+               "--save", "m.safetensors"]  # fmt: skip
+    result = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "on 2 ranks (nccl)" in result.stderr
+    assert gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu").epoch == 2
