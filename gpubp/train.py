@@ -285,7 +285,8 @@ def fit(
     epoch is appended to it. threads: how many BLAS threads the CPU may use (default:
     what the BLAS picks). The default optimizer is SGD(net, lr=0.1).
 
-    distributed: True (or "mpi", "nccl") trains data-parallel across the processes
+    distributed: True (or "mpi", "nccl", or a communicator from gpubp.distributed)
+    trains data-parallel across the processes
     that `mpiexec -n K` started: each rank takes its share of every global batch of
     `batch_size` rows, and the gradients are all-reduced; only rank 0 shows progress
     and writes the log. Every collective waits at most `timeout` seconds. Without a
@@ -364,6 +365,8 @@ def fit(
 def _communicator(net, distributed, timeout):
     if distributed is False:
         return distributed_.Single()
+    if hasattr(distributed, "allreduce_sum"):  # a communicator made by the caller
+        return distributed
     backend = "auto" if distributed is True else distributed
     return distributed_.communicator(net.device, backend=backend, timeout=timeout)
 

@@ -38,3 +38,23 @@ def test_bench_refuses_an_unknown_peer():
         timeout=120,
     )
     assert result.returncode == 2 and "--peers takes torch and sklearn" in result.stderr
+
+
+def test_scaling_script_compares_one_process_with_two_ranks(tmp_path):
+    from .test_distributed import environment, mpiexec
+
+    mpiexec()  # skips (or fails in CI) without MPI
+    out = tmp_path / "scaling.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment(),
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    two = report["2"]
+    assert two["ranks"] == 2 and two["alpha_s"] > 0 and two["beta_bytes_per_s"] > 0
+    assert all(0 < row["allreduce_ms"] < row["step_ms"] for row in two["rows"])
+    assert "| 1024 | 1024 | 2 | 1 |" in result.stdout
