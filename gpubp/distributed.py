@@ -105,6 +105,7 @@ class MPI:
     def abort(self, message: str):
         print(f"gpubp: rank {self.rank} of {self.size}: {message}. Stopping the whole job.", file=sys.stderr)
         sys.stderr.flush()
+        time.sleep(0.5)  # let the launcher forward the message: Abort tears the job down at once
         self.comm.Abort(1)
 
     def _staged(self, array):
