@@ -231,22 +231,12 @@ def environment(device) -> dict:
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "device": str(device) if device.kind == "cpu" else f"{device} ({device.name})",
-        "cpu": _cpu_name(),
+        "cpu": gpubp.backend.cpu_name(),
         "cores": os.cpu_count(),
         "blas": "; ".join(sorted(set(blas))) or "unknown",
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE", "unset"),
         "versions": versions,
     }
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def run(configs, device, peers, repeats):

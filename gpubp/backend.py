@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import re
 from dataclasses import dataclass
 from types import ModuleType
@@ -173,13 +174,25 @@ def to_numpy(x) -> numpy.ndarray:
     return numpy.asarray(x)
 
 
+def cpu_name() -> str:
+    """The CPU's model name, for reports (Linux's /proc/cpuinfo, else what platform knows)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def describe() -> list[tuple[str, str]]:
     """The array libraries' versions, the devices, and why a GPU is missing, as rows."""
     cupy = _import_cupy()
     rows = [
         ("numpy", numpy.__version__),
         ("cupy", cupy.__version__ if cupy is not None else "not installed"),
-        ("device cpu", "available"),
+        ("device cpu", f"{cpu_name()}, {os.cpu_count()} cores"),
     ]
     for i in range(cuda_device_count()):
         rows.append((f"device cuda:{i}", Device("cuda", i).name))

@@ -105,16 +105,6 @@ def golden_path(case_name: str, device_kind: str) -> Path:
     return GOLDEN_DIR / f"{case_name}.{device_kind}.npz"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.partition(":")[2].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def metadata(device) -> dict:
     """Where a recording was made: the device and the library versions."""
     cupy_version = None
@@ -122,7 +112,7 @@ def metadata(device) -> dict:
         cupy_version = device.xp.__version__
     return {
         "device": str(device),
-        "device_name": device.name if device.kind == "cuda" else cpu_name(),
+        "device_name": device.name if device.kind == "cuda" else gpubp.backend.cpu_name(),
         "gpubp": gpubp.__version__,
         "numpy": np.__version__,
         "cupy": cupy_version,

@@ -43,7 +43,7 @@ def test_info_reports_versions_devices_and_the_gpu_reason():
     rows = {key.strip(): value.strip() for key, value in (line.split("  ", 1) for line in result.stdout.splitlines())}
     assert rows["gpubp"] == gpubp.__version__
     assert rows["numpy"] == np.__version__
-    assert rows["device cpu"] == "available"
+    assert rows["device cpu"] == f"{gpubp.backend.cpu_name()}, {os.cpu_count()} cores"
     assert rows["python"] == sys.version.split()[0] and rows["blas"]
     reason = gpubp.gpu_unavailable_reason()
     if reason is None:
