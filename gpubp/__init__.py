@@ -11,6 +11,7 @@ from .backend import (
     gpu_unavailable_reason,
     to_numpy,
 )
+from .callbacks import Callback, CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
 from .checkpoint import Checkpoint, load, load_checkpoint, save
 from .errors import (
     ArgumentError,
@@ -26,7 +27,7 @@ from .errors import (
 from .gradcheck import gradcheck
 from .network import MLP, Grads, Trace
 from .optim import SGD
-from .train import Callback, CosineLR, EarlyStopping, History, StepLR, evaluate, fit
+from .train import evaluate, fit
 
 __all__ = [
     "MLP",
@@ -44,6 +45,7 @@ __all__ = [
     "GpubpError",
     "Grads",
     "History",
+    "ModelCheckpoint",
     "OutOfMemory",
     "ShapeError",
     "StepLR",

@@ -23,6 +23,7 @@ import numpy
 from . import atomic, backend, checkpoint, datasets, distributed, plot, train
 from ._version import __version__
 from .activations import ACTIVATIONS, HIDDEN
+from .callbacks import CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
 from .errors import GpubpError
 from .losses import LOSSES
 from .network import DTYPES, MLP
@@ -163,7 +164,7 @@ def cmd_train(args) -> int:
     if resumed is not None:
         net, optimizer = resumed.net, resumed.optimizer or SGD(resumed.net, lr=args.lr)
         scaler = resumed.meta.get("standardizer")
-        history = train.History.from_dict(resumed.meta.get("history", {}))
+        history = History.from_dict(resumed.meta.get("history", {}))
         initial_epoch = resumed.epoch
         if initial_epoch >= args.epochs:
             raise UsageError(f"{args.resume} has finished epoch {initial_epoch} already; pass a larger --epochs")
@@ -183,16 +184,16 @@ def cmd_train(args) -> int:
         )
         validation = (X_val, y_val)
     save_path = Path(args.save or args.resume or f"gpubp-{split.name}.safetensors")
-    saver = train.ModelCheckpoint(save_path, settings=settings, standardizer=scaler)
+    saver = ModelCheckpoint(save_path, settings=settings, standardizer=scaler)
     callbacks = [saver]  # last, so that it saves what early stopping restores
     if settings["schedule"] == "cosine":
-        callbacks.insert(0, train.CosineLR())
+        callbacks.insert(0, CosineLR())
     elif settings["schedule"] == "step":
-        callbacks.insert(0, train.StepLR(step_size=max(1, args.epochs // 3), gamma=0.1))
+        callbacks.insert(0, StepLR(step_size=max(1, args.epochs // 3), gamma=0.1))
     if settings["patience"]:
         if validation is None:
             raise UsageError("--patience watches the validation loss: give --val-size > 0")
-        callbacks.insert(0, train.EarlyStopping(patience=settings["patience"]))
+        callbacks.insert(0, EarlyStopping(patience=settings["patience"]))
     if args.log and initial_epoch == 0 and comm.rank == 0:
         atomic.write_bytes(args.log, b"")  # a fresh run starts a fresh log; a resumed one appends
 

@@ -37,7 +37,7 @@ def main():
     if mode == "parity":
         dtype, out = sys.argv[2], sys.argv[3]
         X, y, net, opt = setup(dtype)
-        history = train(net, opt, X, y, True, [gpubp.train.ModelCheckpoint(out + ".safetensors")])
+        history = train(net, opt, X, y, True, [gpubp.ModelCheckpoint(out + ".safetensors")])
         if rank == 0:
             np.savez(out + ".npz", params=net.params, predictions=net.predict(X), losses=history.loss)
     elif mode == "forever":
@@ -48,7 +48,7 @@ def main():
         net = gpubp.MLP([32, 64, 4], loss="cross_entropy", device="cpu")
         gpubp.fit(
             net, X, y, epochs=10**6, batch_size=64, progress=False, distributed=True, timeout=timeout,
-            callbacks=[gpubp.train.ModelCheckpoint(out)],
+            callbacks=[gpubp.ModelCheckpoint(out)],
         )  # fmt: skip
 
 

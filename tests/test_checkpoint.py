@@ -122,9 +122,7 @@ def test_model_checkpoint_saves_every_epoch(tmp_path):
         def on_epoch_end(self, state, record):
             seen.append(gpubp.load_checkpoint(path, device="cpu").epoch)
 
-    gpubp.fit(
-        net, X, y, epochs=3, seed=7, callbacks=[gpubp.train.ModelCheckpoint(path, note="x"), Spy()], progress=False
-    )
+    gpubp.fit(net, X, y, epochs=3, seed=7, callbacks=[gpubp.ModelCheckpoint(path, note="x"), Spy()], progress=False)
     assert seen == [1, 2, 3]
     meta = gpubp.load_checkpoint(path, device="cpu").meta
     assert meta["shuffle_seed"] == 7 and meta["note"] == "x" and meta["history"]["epoch"] == [1, 2, 3]
@@ -181,7 +179,7 @@ def test_model_checkpoint_saves_the_weights_early_stopping_restores(tmp_path):
     X_val, y_val = X[:30], np.random.default_rng(0).integers(0, 3, 30)  # unlearnable: stops early
     net = gpubp.MLP([2, 16, 3], loss="cross_entropy", device="cpu")
     path = tmp_path / "best.safetensors"
-    saver = gpubp.train.ModelCheckpoint(path)
+    saver = gpubp.ModelCheckpoint(path)
     history = gpubp.fit(
         net,
         X,

@@ -360,7 +360,7 @@ X, y = rng.random((512, 64), dtype=np.float32), rng.integers(0, 10, 512)
 net = gpubp.MLP([64, 256, 10], loss="cross_entropy", device="cpu")
 print("ready", flush=True)
 gpubp.fit(net, X, y, epochs=100000, batch_size=64, progress=False,
-          callbacks=[gpubp.train.ModelCheckpoint(sys.argv[1])])
+          callbacks=[gpubp.ModelCheckpoint(sys.argv[1])])
 """
 
 
