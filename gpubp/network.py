@@ -333,7 +333,8 @@ class MLP:
 
     def new_grads(self) -> Grads:
         """A zeroed gradient buffer, the twin of `params`."""
-        flat = self.xp.zeros_like(self.params)
+        with self.device.activate():
+            flat = self.xp.zeros_like(self.params)
         weights, biases = _layer_views(flat, self.sizes)
         return Grads(flat=flat, weights=weights, biases=biases, deltas=[])
 

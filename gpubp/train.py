@@ -288,6 +288,9 @@ class _EpochLoop:
         self.last_velocity = None if optimizer.velocity is None else xp.empty_like(optimizer.velocity)
         self.batch_losses = xp.zeros(self.batches, dtype=net.dtype)  # summed over each batch's rows
         self.correct = xp.zeros(1, dtype=numpy.float64)  # a float, so that every backend can sum it
+        self.rows = numpy.arange(len(X))  # 0 … N−1, for each epoch's shuffle to start from
+        self.order_host = numpy.empty_like(self.rows)
+        self.order = self.order_host if net.device.kind == "cpu" else xp.empty(len(X), dtype=self.rows.dtype)
 
     def run(self, epoch: int, batch_done) -> dict:
         """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
@@ -296,8 +299,12 @@ class _EpochLoop:
         if self.last_velocity is not None:
             self.last_velocity[...] = self.optimizer.velocity
         # The batch order comes from a host RNG, so every device sees the same batches.
-        order = numpy.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle else numpy.arange(n)
-        order = net.device.asarray(order)
+        self.order_host[...] = self.rows
+        if self.shuffle:
+            numpy.random.default_rng([self.seed, epoch]).shuffle(self.order_host)  # = permutation(n), in place
+        if self.order is not self.order_host:
+            self.order.set(self.order_host)  # one copy to the GPU per epoch
+        order = self.order
         self.batch_losses[...] = 0  # a rank with no rows in a batch adds nothing for it
         self.correct[...] = 0
         for step, start in enumerate(range(0, n, self.batch_size)):
