@@ -50,7 +50,12 @@ def evaluate(net, X, Y, batch_size: int = 4096) -> dict:
     batch_size = _check_positive_int("batch_size", batch_size)
     with net.device.activate():
         X = net.inputs(X)
-        Y = net.targets(Y, len(X))
+        return _evaluate(net, X, net.targets(Y, len(X)), batch_size)
+
+
+def _evaluate(net, X, Y, batch_size: int = 4096) -> dict:
+    """evaluate() on arrays already made by net.inputs() and net.targets(): fit's per-epoch validation."""
+    with net.device.activate():
         count = accuracy_counter(net)
         total = net.xp.zeros((), dtype=net.dtype)
         correct = net.xp.zeros((), dtype=numpy.int64)
@@ -193,7 +198,7 @@ def fit(
                 loop.restore()
                 raise _out_of_memory(net, batch_size) from e
             if val is not None:
-                metrics = evaluate(net, *val)
+                metrics = _evaluate(net, *val)  # checked once, before the first epoch
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
             record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
             state.history.append(record)
