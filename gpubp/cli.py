@@ -99,6 +99,7 @@ def _training_settings(args, saved: dict | None) -> dict:
         "val_size": args.val_size,
         "standardize": args.standardize,
         "patience": args.patience,
+        "header": args.header,
     }
     for key, value in fresh.items():
         settings.setdefault(key, value)
@@ -159,8 +160,15 @@ def cmd_train(args) -> int:
     saved = resumed.meta.get("settings") if resumed else None
     settings = _training_settings(args, saved)
     split = datasets.load_split(
-        settings["data"], settings["test_size"], settings["seed"], mnist_dir=args.mnist_dir, download=args.download
+        settings["data"],
+        settings["test_size"],
+        settings["seed"],
+        mnist_dir=args.mnist_dir,
+        download=args.download,
+        header=settings.get("header", "auto"),
     )
+    if split.report:
+        say(split.report, file=sys.stderr)
     if resumed is not None:
         net, optimizer = resumed.net, resumed.optimizer or SGD(resumed.net, lr=args.lr)
         scaler = resumed.meta.get("standardizer")
@@ -268,7 +276,10 @@ def cmd_eval(args) -> int:
         settings.get("seed", 0),
         mnist_dir=args.mnist_dir,
         download=args.download,
+        header=args.header if args.data else settings.get("header", "auto"),
     )
+    if split.report:
+        print(split.report, file=sys.stderr)
     if split.X_test.shape[1] != ckpt.net.sizes[0]:
         raise UsageError(f"the data has {split.X_test.shape[1]} features but the model takes {ckpt.net.sizes[0]}")
     X = _scale(split.X_test, ckpt.meta.get("standardizer"))
@@ -278,25 +289,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
-def _read_inputs(path: Path) -> numpy.ndarray:
+def _read_inputs(path: Path, header: str) -> tuple[numpy.ndarray, str]:
+    """The rows to predict, and a line saying how many were read (and which lines were skipped)."""
     if not path.is_file():
         raise UsageError(f"input file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
+    if suffix == ".csv":
+        table = datasets.read_csv(path, header)
+        table.check_finite("the input")
+        return table.values, table.describe()
     try:
         if suffix == ".npy":
-            return numpy.load(path, allow_pickle=False)
-        if suffix == ".npz":
+            X = numpy.load(path, allow_pickle=False)
+        elif suffix == ".npz":
             with numpy.load(path, allow_pickle=False) as data:
                 if "X" not in data:
                     raise UsageError(f"{path} must hold an array named X; it holds {sorted(data.files)}")
-                return data["X"]
-        if suffix == ".csv":
-            with open(path) as f:
-                header = not f.readline().split(",")[0].strip().lstrip("-+").replace(".", "", 1).isdigit()
-            return numpy.loadtxt(path, delimiter=",", skiprows=int(header), ndmin=2)
+                X = data["X"]
+        else:
+            raise UsageError(f"input file must end in .csv, .npy or .npz; got {path.name!r}")
     except ValueError as e:
         raise UsageError(f"could not read {path} ({e})") from None
-    raise UsageError(f"input file must end in .csv, .npy or .npz; got {path.name!r}")
+    rows = len(X) if X.ndim else 0
+    return X, f"read {rows} row{'s' * (rows != 1)} from {path.name}"
 
 
 def cmd_predict(args) -> int:
@@ -304,10 +319,12 @@ def cmd_predict(args) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".csv", ".npy"):
         raise UsageError(f"--out must end in .csv or .npy; got {out.name!r}")
-    X = _read_inputs(Path(args.input))
+    X, report = _read_inputs(Path(args.input), args.header)
     if X.ndim != 2 or X.shape[1] != ckpt.net.sizes[0]:
         raise UsageError(f"{args.input} must have {ckpt.net.sizes[0]} columns for this model; got shape {X.shape}")
     output = backend.to_numpy(ckpt.net.predict(_scale(X, ckpt.meta.get("standardizer"))))
+    if len(output) != len(X):  # one prediction per row read, in order: never fewer
+        raise UsageError(f"made {len(output)} predictions for {len(X)} rows; nothing was written")
     if out.suffix.lower() == ".npy":
         import io
 
@@ -325,7 +342,8 @@ def cmd_predict(args) -> int:
             rows = [[f"{v:.6g}" for v in row] for row in output]
         text = "\n".join(",".join(r) for r in [header, *rows]) + "\n"
         atomic.write_bytes(out, text.encode())
-    print(f"wrote {len(output)} predictions to {out}")
+    print(report)
+    print(f"wrote {len(output)} predictions to {out}, one per row read, in order")
     return 0
 
 
@@ -362,6 +380,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--mnist-dir", help="folder holding the MNIST IDX files (default: the cache)")
         p.add_argument("--download", action="store_true", help="download MNIST into the cache if missing")
         p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
+        header_option(p)
+
+    def header_option(p):
+        p.add_argument(
+            "--header",
+            choices=datasets.csvfile.HEADER_CHOICES,
+            default="auto",
+            help="is a .csv file's first line a header? (default: auto, when one of its fields is not a number)",
+        )
 
     t = commands.add_parser("train", help="train a network and save it", description="Train a network and save it.")
     data_options(t, "default: digits")
@@ -407,6 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="rows to predict: .csv (no label column), .npy, or .npz with an array X")
     p.add_argument("--out", required=True, help="where to write: .csv (class and outputs) or .npy (outputs)")
     p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
+    header_option(p)
     p.set_defaults(run=cmd_predict)
 
     i = commands.add_parser("info", help="versions, devices, and why the GPU is unavailable when it is")

@@ -35,9 +35,12 @@ _LOCAL_SIZE_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS", "MV2_C
 
 def _first_int(names) -> int | None:
     for name in names:
-        value = os.environ.get(name, "").strip()
-        if value.isdigit():
-            return int(value)
+        try:  # int() itself decides: str.isdigit() also passes "²", which int() refuses
+            value = int(os.environ.get(name, ""))
+        except ValueError:
+            continue  # unset, or not a number: ask the next launcher's variable
+        if value >= 0:
+            return value
     return None
 
 

@@ -12,6 +12,8 @@ import pytest
 
 import gpubp
 
+from .conftest import require_tool
+
 
 def environment(**env):
     return {k: v for k, v in os.environ.items() if k != "GPUBP_DEVICE"} | env
@@ -90,8 +92,7 @@ def test_train_with_no_arguments_learns_digits(tmp_path):
     print(f"gpubp train with no arguments: {accuracy:.2%} test accuracy in {seconds:.1f} s")
 
 
-def test_train_options_log_plot_and_resume(tmp_path):
-    pytest.importorskip("matplotlib", reason="the plot extra (matplotlib) is not installed")
+def test_train_options_log_and_resume(tmp_path):
     args = [
         "train",
         "--data",
@@ -110,8 +111,6 @@ def test_train_options_log_plot_and_resume(tmp_path):
         "s.safetensors",
         "--log",
         "run.jsonl",
-        "--plot",
-        "curves.png",
         "--no-progress",
     ]
     result = gpubp_cli(*args, cwd=tmp_path)
@@ -119,7 +118,6 @@ def test_train_options_log_plot_and_resume(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()]
     assert [r.get("epoch") for r in records[:-1]] == [1, 2, 3, 4]
     assert {"test_loss", "test_accuracy", "device", "seconds"} <= set(records[-1])
-    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     net = gpubp.load(tmp_path / "s.safetensors", device="cpu")
     assert net.sizes == (2, 16, 8, 3) and net.activation.name == "tanh"
 
@@ -130,6 +128,17 @@ def test_train_options_log_plot_and_resume(tmp_path):
     assert gpubp.load_checkpoint(tmp_path / "s.safetensors", device="cpu").epoch == 6
     result = gpubp_cli("train", "--resume", "s.safetensors", "--epochs", "6", cwd=tmp_path)
     assert_clean_error(result, "has finished epoch 6 already; pass a larger --epochs")
+
+
+def test_train_plots_the_curves(tmp_path):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        require_tool("the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'")
+    result = gpubp_cli("train", "--data", "xor", "--epochs", "3", "--plot", "curves.png", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.stdout.splitlines()[-1] == "saved the model to gpubp-xor.safetensors, the curves to curves.png"
 
 
 def test_plot_without_matplotlib_says_what_to_install(tmp_path):
@@ -156,8 +165,16 @@ def test_eval_and_predict(tmp_path):
     X, y = gpubp.datasets.digits()
     np.save(tmp_path / "rows.npy", X[:20])
     np.savetxt(tmp_path / "rows.csv", X[:20], delimiter=",", header=",".join(f"px{i}" for i in range(64)), comments="")
+    np.savetxt(tmp_path / "plain.csv", X[:20] * 1e-3, delimiter=",")  # no header; first field 0.000e+00
     assert gpubp_cli("predict", "d.safetensors", "rows.npy", "--out", "p.npy", cwd=tmp_path).returncode == 0
-    assert gpubp_cli("predict", "d.safetensors", "rows.csv", "--out", "p.csv", cwd=tmp_path).returncode == 0
+    result = gpubp_cli("predict", "d.safetensors", "rows.csv", "--out", "p.csv", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    said = result.stdout.splitlines()
+    assert said[0].startswith("read 20 rows of 64 values from rows.csv; skipped line 1 (a header: 'px0,px1,px2,")
+    assert said[1:] == ["wrote 20 predictions to p.csv, one per row read, in order"]
+    result = gpubp_cli("predict", "d.safetensors", "plain.csv", "--out", "plain.npy", cwd=tmp_path)
+    assert result.returncode == 0 and "read 20 rows of 64 values from plain.csv\nwrote 20 " in result.stdout
+    assert np.load(tmp_path / "plain.npy").shape == (20, 10)
     outputs = np.load(tmp_path / "p.npy")
     assert outputs.shape == (20, 10)
     np.testing.assert_allclose(outputs.sum(axis=1), 1, rtol=1e-5)

@@ -158,3 +158,16 @@ def test_nccl_backend_on_two_gpus(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "on 2 ranks (nccl)" in result.stderr
     assert gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu").epoch == 2
+
+
+def test_launcher_variables_are_read_by_int_not_by_a_string_test(monkeypatch):
+    for name in (*distributed._SIZE_VARIABLES, *distributed._LOCAL_RANK_VARIABLES, *distributed._LOCAL_SIZE_VARIABLES):
+        monkeypatch.delenv(name, raising=False)
+    assert distributed.launched_size() == 1 and distributed.local_rank() == 0 and distributed.local_size() == 1
+    monkeypatch.setenv("PMI_SIZE", "²")  # str.isdigit() says yes; int() refuses it
+    assert distributed.launched_size() == 1
+    monkeypatch.setenv("OMPI_COMM_WORLD_SIZE", "-3")  # not a size: the next variable decides
+    monkeypatch.setenv("PMI_SIZE", " 4 ")
+    assert distributed.launched_size() == 4
+    monkeypatch.setenv("MPI_LOCALRANKID", "+1")
+    assert distributed.local_rank() == 1

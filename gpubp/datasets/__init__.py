@@ -3,6 +3,7 @@
 Every loader returns host (NumPy) arrays: fit moves them to the device once.
 """
 
+from .csvfile import CsvTable, read_csv
 from .files import load_file
 from .idx import mnist
 from .named import NAMES, Split, load_split
@@ -11,12 +12,14 @@ from .synthetic import digits, spirals, xor
 
 __all__ = [
     "NAMES",
+    "CsvTable",
     "Split",
     "Standardizer",
     "digits",
     "load_file",
     "load_split",
     "mnist",
+    "read_csv",
     "spirals",
     "train_test_split",
     "xor",

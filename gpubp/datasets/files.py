@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy
 
 from ..errors import DatasetError
+from .csvfile import read_csv
 
 
 def _labels_or_targets(y):
@@ -19,11 +20,19 @@ def _labels_or_targets(y):
     return y
 
 
-def load_file(path, dtype="float32"):
+def load_file(path, dtype="float32", header="auto"):
     """Read X and y from `path`: a .npz holding arrays X and y, or a .csv whose last column is y.
 
-    A .csv may start with a header line. Whole-number labels come back as int64 classes.
+    A .csv's first line is a header when one of its fields is not a number (header="auto"),
+    or say so with header="yes" or "no"; see gpubp.datasets.read_csv. Whole-number labels
+    come back as int64 classes.
     """
+    X, y, _ = read_data(path, dtype, header)
+    return X, y
+
+
+def read_data(path, dtype="float32", header="auto"):
+    """load_file's X and y, and a line saying what was read (and which lines were skipped)."""
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"data file {str(path)!r} does not exist")
@@ -36,8 +45,15 @@ def load_file(path, dtype="float32"):
                 X, y = data["X"], data["y"]
         except (ValueError, OSError) as e:
             raise DatasetError(f"{path} is not a readable .npz file ({e})") from None
+        report = f"read {len(X)} rows from {path.name}"
     elif suffix == ".csv":
-        X, y = _read_csv(path)
+        table = read_csv(path, header)
+        if table.values.shape[1] < 2:
+            raise DatasetError(
+                f"{path} needs at least two columns (features, then the label); got {table.values.shape[1]}"
+            )
+        table.check_finite()
+        X, y, report = table.values[:, :-1], table.values[:, -1], table.describe()
     else:
         raise DatasetError(f"data file {str(path)!r} must end in .npz or .csv; got {suffix or 'no suffix'!r}")
     if X.ndim != 2 or len(X) != len(y) or len(X) == 0:
@@ -46,21 +62,4 @@ def load_file(path, dtype="float32"):
         )
     if X.dtype.kind not in "fiub":
         raise DatasetError(f"{path}: X must hold numbers; got dtype {X.dtype}")
-    return X.astype(dtype), _labels_or_targets(y)
-
-
-def _read_csv(path: Path):
-    with open(path) as f:
-        first = f.readline()
-    try:
-        [float(v) for v in first.split(",")]
-        skip = 0
-    except ValueError:
-        skip = 1  # a header line
-    try:
-        table = numpy.loadtxt(path, delimiter=",", skiprows=skip, ndmin=2, dtype=numpy.float64)
-    except ValueError as e:
-        raise DatasetError(f"{path} is not a numeric CSV table ({e})") from None
-    if table.shape[1] < 2:
-        raise DatasetError(f"{path} needs at least two columns (features, then the label); got {table.shape[1]}")
-    return table[:, :-1], table[:, -1]
+    return X.astype(dtype), _labels_or_targets(y), report

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy
 
 from ..errors import DatasetError
-from .files import load_file
+from .files import read_data
 from .idx import mnist
 from .prep import train_test_split
 from .synthetic import digits, spirals, xor
@@ -26,6 +26,7 @@ class Split:
     X_test: numpy.ndarray
     y_test: numpy.ndarray
     images: bool = False  # pixels share one scale, so standardise them together
+    report: str | None = None  # for a user's file: how many rows were read, and which lines skipped
 
     @property
     def classification(self) -> bool:
@@ -38,14 +39,17 @@ class Split:
         return 1 if self.y_train.ndim == 1 else self.y_train.shape[1]
 
 
-def load_split(spec: str, test_size: float = 0.2, seed: int = 0, mnist_dir=None, download: bool = False) -> Split:
-    """`spec` is xor, spirals, digits, mnist, or a path to a .npz or .csv file."""
+def load_split(
+    spec: str, test_size: float = 0.2, seed: int = 0, mnist_dir=None, download: bool = False, header: str = "auto"
+) -> Split:
+    """`spec` is xor, spirals, digits, mnist, or a path to a .npz or .csv file (read as load_file reads it)."""
     if spec == "xor":
         X, y = xor()
         return Split("xor", X, y, X, y)  # four cases: train and test on all of them
     if spec == "mnist":
         X_train, y_train, X_test, y_test = mnist(path=mnist_dir, download=download)
         return Split("mnist", X_train, y_train, X_test, y_test, images=True)
+    report = None
     if spec == "spirals":
         X, y = spirals(seed=seed)
         name, images = "spirals", False
@@ -53,9 +57,9 @@ def load_split(spec: str, test_size: float = 0.2, seed: int = 0, mnist_dir=None,
         X, y = digits()
         name, images = "digits", True
     elif Path(spec).suffix.lower() in (".npz", ".csv"):
-        X, y = load_file(spec)
+        X, y, report = read_data(spec, header=header)
         name, images = Path(spec).stem, False
     else:
         raise DatasetError(f"data must be one of {', '.join(NAMES)}, or a path ending in .npz or .csv; got {spec!r}")
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=seed)
-    return Split(name, X_train, y_train, X_test, y_test, images=images)
+    return Split(name, X_train, y_train, X_test, y_test, images=images, report=report)
