@@ -1,6 +1,7 @@
 """Run by tests/test_distributed.py under `mpiexec -n K`: trains with fit(distributed=True).
 
-python tests/distributed_worker.py parity DTYPE OUT      20 steps; rank 0 writes OUT.npz and OUT.safetensors
+python tests/distributed_worker.py parity DTYPE OUT      20 steps; rank 0 writes OUT.npz and OUT.safetensors,
+                                                        every rank r its weights and velocity to OUT.rank{r}.npz
 python tests/distributed_worker.py forever OUT           trains until killed, saving every epoch
 """
 
@@ -16,12 +17,19 @@ import gpubp  # noqa: E402
 ROWS, BATCH, EPOCHS = 65, 16, 4  # 5 steps an epoch, 20 in all; the last batch has 1 row: some ranks get none
 
 
-def setup(dtype):
-    """The data, net and optimizer of the parity run: the same in one process and in K."""
+def setup(dtype, rank=0):
+    """The data, net and optimizer of the parity run, as rank `rank` builds them.
+
+    Rank 0's are those of the one-process run. Every other rank starts from other
+    weights and a velocity that is not zero: fit must replace both with rank 0's.
+    """
     rng = np.random.default_rng(4)
     X, y = rng.normal(size=(ROWS, 6)), rng.integers(0, 3, size=ROWS)
-    net = gpubp.MLP([6, 10, 7, 3], activation="tanh", loss="cross_entropy", dtype=dtype, device="cpu", seed=5)
-    return X, y, net, gpubp.SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    net = gpubp.MLP([6, 10, 7, 3], activation="tanh", loss="cross_entropy", dtype=dtype, device="cpu", seed=5 + rank)
+    opt = gpubp.SGD(net, lr=0.1, momentum=0.9, weight_decay=1e-3)
+    if rank:
+        opt.velocity[...] = np.random.default_rng(rank).normal(size=opt.velocity.shape)
+    return X, y, net, opt
 
 
 def train(net, opt, X, y, distributed, callbacks=()):
@@ -36,10 +44,17 @@ def main():
     rank = gpubp.distributed.communicator().rank
     if mode == "parity":
         dtype, out = sys.argv[2], sys.argv[3]
-        X, y, net, opt = setup(dtype)
+        X, y, net, opt = setup(dtype, rank)
         history = train(net, opt, X, y, True, [gpubp.ModelCheckpoint(out + ".safetensors")])
+        np.savez(f"{out}.rank{rank}.npz", params=net.params, velocity=opt.velocity)
         if rank == 0:
-            np.savez(out + ".npz", params=net.params, predictions=net.predict(X), losses=history.loss)
+            np.savez(
+                out + ".npz",
+                params=net.params,
+                predictions=net.predict(X),
+                losses=history.loss,
+                accuracy=history.accuracy,
+            )
     elif mode == "forever":
         out, timeout = sys.argv[2], float(sys.argv[3])
         print(f"rank {rank} pid {os.getpid()}", flush=True)

@@ -62,8 +62,8 @@ def test_env_asking_for_a_missing_gpu_says_where_the_request_came_from(monkeypat
         gpubp.device("auto")
 
 
-@pytest.mark.skipif(not HAS_CUPY, reason="CuPy is not installed here (CI installs cupy-cuda12x to test this)")
 def test_cupy_installed_without_a_gpu_falls_back_and_explains():
+    require_tool(None if HAS_CUPY else "CuPy is not installed (pip install 'gpubp[cuda12]'; CI installs it)")
     if gpubp.gpu_available():
         pytest.skip("a GPU is usable here: this test is about machines without one")
     reason = gpubp.gpu_unavailable_reason()

@@ -22,8 +22,8 @@ def test_bench_tiny_prints_the_table_and_writes_json(tmp_path):
     report = json.loads(out.read_text())
     [row] = report["rows"]
     assert row["gpubp"] > 0 and row["floor"] > 0
-    assert row["ratios"]["floor"] == row["gpubp"] / row["floor"]
-    # Every peer was either measured or named as skipped, with the reason.
+    # Every peer was either measured, and has a ratio, or named as skipped, with the reason.
+    assert set(row["ratios"]) == {"floor"} | {peer for peer in ("torch", "sklearn") if peer in row}
     for peer in ("torch", "sklearn"):
         assert (peer in row) != (peer in report["skipped"])
         if peer in report["skipped"]:

