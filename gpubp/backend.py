@@ -7,9 +7,11 @@ question about the GPU, so that `import gpubp` stays fast and works without it.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import os
 import platform
 import re
+import warnings
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -56,8 +58,11 @@ def cuda_device_count() -> int:
 def gpu_unavailable_reason(index: int = 0) -> str | None:
     """Why cuda:`index` cannot be used, or None when it can.
 
-    Tells apart the three cases a user fixes differently: CuPy missing,
-    CuPy present but no driver or device, and an index out of range.
+    Tells apart the cases a user fixes differently: CuPy missing, CuPy present
+    but no driver or device, an index out of range, and a device the driver
+    sees but CuPy cannot compute on because the CUDA libraries (cuBLAS, NVRTC)
+    are missing. The last is found by a probe: one tiny matrix product and one
+    elementwise kernel, run once per process and device.
     """
     cupy = _import_cupy()
     if cupy is None:
@@ -70,7 +75,79 @@ def gpu_unavailable_reason(index: int = 0) -> str | None:
         return f"CuPy {cupy.__version__} is installed but the driver reports no CUDA device"
     if index >= count:
         return f"cuda:{index} is out of range: {count} CUDA device(s) found (cuda:0 to cuda:{count - 1})"
+    if index not in _probed:
+        _probed[index] = _probe(cupy, index)
+    return _probed[index]
+
+
+_probed: dict[int, str | None] = {}  # device index: what the probe found (None: it computes)
+
+
+def cuda_major() -> str:
+    """ "12" or "13": the CUDA major version of the installed CuPy wheel, for install lines."""
+    from importlib import metadata
+
+    for major in ("13", "12"):
+        try:
+            metadata.version(f"cupy-cuda{major}x")
+            return major
+        except metadata.PackageNotFoundError:
+            continue
+    return "12"
+
+
+def _probe(cupy, index: int) -> str | None:
+    """None when cuBLAS and NVRTC load and a matrix product and a compiled kernel give the right numbers."""
+    major = cuda_major()
+    fix = (
+        f"install them with pip install 'gpubp[cuda{major}]' (it brings cupy-cuda{major}x[ctk]), "
+        "or install a CUDA toolkit and point CUDA_PATH at it"
+    )
+    for library in ("cublas", "nvrtc"):
+        try:
+            importlib.import_module(f"cupy_backends.cuda.libs.{library}")
+        except Exception as e:  # ImportError: Failure finding "libcublasLt.so.12" ...
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            return (
+                f"CuPy {cupy.__version__} sees cuda:{index}, but the CUDA library {_LIBRARY_NAMES[library]} "
+                f"did not load ({first}): {fix}"
+            )
+    try:
+        with cupy.cuda.Device(index):
+            a = cupy.full((2, 2), 1.5, dtype=numpy.float32)
+            product = (a @ a) * 2 + 1  # cuBLAS, then kernels compiled by NVRTC
+            ok = bool((product.get() == 10).all())
+    except Exception as e:
+        return (
+            f"CuPy {cupy.__version__} sees cuda:{index}, but a first computation on it failed ({type(e).__name__}: {e})"
+        )
+    if not ok:
+        return f"CuPy {cupy.__version__} sees cuda:{index}, but a 2×2 matrix product on it gave wrong numbers"
     return None
+
+
+_LIBRARY_NAMES = {"cublas": "cuBLAS", "nvrtc": "NVRTC"}
+
+
+def nccl():
+    """CuPy's NCCL module, for multi-GPU training; DeviceError saying what to install when NCCL is missing.
+
+    CuPy never imports cupy.cuda.nccl by itself, and that module only warns when
+    the NCCL library is missing, so the check is made here.
+    """
+    cupy = _import_cupy()
+    if cupy is None:
+        raise DeviceError(f"the NCCL backend needs CuPy, and {_cupy_import_error}: pip install 'gpubp[cuda12-nccl]'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # CuPy's own warning would repeat what the error below says
+        module = importlib.import_module("cupy.cuda.nccl")
+    if not getattr(module, "available", False):
+        major = cuda_major()
+        raise DeviceError(
+            f"the NCCL backend (multi-GPU training) needs the NCCL library, which CuPy did not find: "
+            f"pip install 'gpubp[cuda{major}-nccl]' (it brings nvidia-nccl-cu{major}), or pass backend='mpi'"
+        )
+    return module
 
 
 def gpu_available(index: int = 0) -> bool:
@@ -152,6 +229,22 @@ def device(spec: str | Device = "auto") -> Device:
     return Device("cuda", index)
 
 
+def is_out_of_memory(error: BaseException) -> bool:
+    """Whether `error` means the device ran out of memory.
+
+    NumPy's MemoryError and CuPy's OutOfMemoryError (a MemoryError), and cuBLAS failing
+    to allocate its workspace, which CuPy raises as CUBLASError(CUBLAS_STATUS_ALLOC_FAILED).
+    """
+    if isinstance(error, MemoryError):
+        return True
+    return type(error).__name__ == "CUBLASError" and (
+        getattr(error, "status", None) == _CUBLAS_STATUS_ALLOC_FAILED or "ALLOC_FAILED" in str(error)
+    )
+
+
+_CUBLAS_STATUS_ALLOC_FAILED = 3  # cublasStatus_t in cublas_api.h
+
+
 def get_array_module(*arrays) -> ModuleType:
     """cupy if any of `arrays` lives on a GPU, else numpy."""
     for a in arrays:
@@ -195,7 +288,10 @@ def describe() -> list[tuple[str, str]]:
         ("device cpu", f"{cpu_name()}, {os.cpu_count()} cores"),
     ]
     for i in range(cuda_device_count()):
-        rows.append((f"device cuda:{i}", Device("cuda", i).name))
+        try:
+            rows.append((f"device cuda:{i}", Device("cuda", i).name))
+        except Exception as e:  # the driver counts it but will not describe it
+            rows.append((f"device cuda:{i}", f"unreadable ({type(e).__name__}: {e})"))
     reason = gpu_unavailable_reason(0)
     rows.append(("gpu", "available" if reason is None else f"unavailable: {reason}"))
     try:

@@ -3,8 +3,8 @@
 Launch with `mpiexec -n K ...`; each process (rank) trains on its own shard of
 every global batch. Two backends sit behind one small interface:
 
-    "mpi"   mpi4py over host buffers (CUDA-aware MPI takes GPU buffers directly;
-            otherwise they are staged through host memory, one copy each way)
+    "mpi"   mpi4py over host buffers (GPU buffers are staged through host memory,
+            one copy each way, which also waits for the stream that wrote them)
     "nccl"  CuPy's NCCL communicator, GPU to GPU, bootstrapped over MPI
 
 Every collective operation has a timeout: a rank that dies or hangs makes the
@@ -21,6 +21,7 @@ import time
 
 import numpy
 
+from .backend import nccl as _nccl
 from .errors import ArgumentError, MissingDependency, choice_error
 
 BACKENDS = ("auto", "mpi", "nccl")
@@ -91,8 +92,6 @@ class MPI:
             raise MissingDependency("distributed training needs mpi4py: pip install 'gpubp[mpi]'") from None
         self.mpi, self.comm, self.timeout = mpi, mpi.COMM_WORLD, float(timeout)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
-        query = getattr(mpi, "Query_cuda_support", None)
-        self.cuda_aware = bool(query()) if query is not None else False
         self._host = {}  # staging buffers for GPU arrays, made once per shape
 
     def wait(self, request, what: str) -> None:
@@ -112,8 +111,13 @@ class MPI:
         self.comm.Abort(1)
 
     def _staged(self, array):
-        """A buffer MPI can use for `array`: itself on the host, or a host copy of a GPU array."""
-        if isinstance(array, numpy.ndarray) or self.cuda_aware:
+        """A buffer MPI can use for `array`: itself on the host, or a host copy of a GPU array.
+
+        GPU arrays always go through host memory, even with a CUDA-aware MPI: the copy
+        back waits for the stream that wrote the array, which MPI would not. GPU nets
+        get the NCCL backend, which reads device memory on the stream itself.
+        """
+        if isinstance(array, numpy.ndarray):
             return array, False
         host = self._host.get((array.shape, array.dtype.str))
         if host is None:
@@ -155,9 +159,9 @@ class NCCL(MPI):
     backend = "nccl"
 
     def __init__(self, device, timeout: float = DEFAULT_TIMEOUT):
+        self.nccl = _nccl()  # before MPI starts: a missing NCCL is said at once, by every rank
         super().__init__(timeout)
-        xp = device.xp
-        self.xp, self.nccl = xp, xp.cuda.nccl
+        self.xp = device.xp
         with device.activate():
             uid = numpy.array(self.nccl.get_unique_id() if self.rank == 0 else [0] * 128, dtype=numpy.int64)
             super().broadcast(uid)

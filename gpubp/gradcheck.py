@@ -15,6 +15,11 @@ def gradcheck(net, X, Y, eps: float = 1e-6) -> dict[str, float]:
     {"weights[0]": 3e-10, "biases[0]": 1e-10, ...}. Use a float64 net:
     in float32 the differences drown in rounding.
     """
+    with net.device.activate():  # the writes below go to the net's own GPU, whichever is current
+        return _gradcheck(net, X, Y, eps)
+
+
+def _gradcheck(net, X, Y, eps: float) -> dict[str, float]:
     grads = net.backward(net.forward(X), Y)
 
     def loss() -> float:

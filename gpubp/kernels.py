@@ -98,17 +98,37 @@ def kernel_names(activations=()) -> list[str]:
     ]
 
 
-_modules: dict = {}
+class KernelCache:
+    """Compiled kernel functions, kept per (device, dtype, name): after the first, a launch is a dict lookup.
+
+    `build(code)` compiles CUDA C into a module with get_function(name): CuPy's RawModule
+    on the GPU. It runs once per (device, dtype, activation), and get_function once per
+    kernel, because each call of it makes a new function object and a driver call.
+    """
+
+    def __init__(self, build):
+        self.build, self.modules, self.functions = build, {}, {}
+
+    def function(self, device: int, dtype, name: str, activation=None):
+        dtype = numpy.dtype(dtype).name
+        function = self.functions.get((device, dtype, name))
+        if function is None:
+            key = (device, dtype, activation.name if activation else None)
+            module = self.modules.get(key)
+            if module is None:
+                module = self.modules[key] = self.build(source(dtype, [activation] if activation else []))
+            function = self.functions[(device, dtype, name)] = module.get_function(name)
+        return function
 
 
-def _function(xp, dtype, name, activation=None):
-    """Kernel `name`, from a module compiled once per device, dtype and activation, and kept."""
-    key = (xp.cuda.runtime.getDevice(), numpy.dtype(dtype).name, activation.name if activation else None)
-    module = _modules.get(key)
-    if module is None:
-        code = source(dtype, [activation] if activation else [])
-        module = _modules[key] = xp.RawModule(code=code, options=OPTIONS)
-    return module.get_function(name)
+_cache: KernelCache | None = None
+
+
+def _function(xp, device: int, dtype, name, activation=None):
+    global _cache
+    if _cache is None:
+        _cache = KernelCache(lambda code: xp.RawModule(code=code, options=OPTIONS))
+    return _cache.function(device, dtype, name, activation)
 
 
 def _cuda(*arrays):
@@ -124,7 +144,8 @@ def _cuda(*arrays):
 def _launch(xp, dtype, name, n, args, activation=None):
     if n:
         blocks = (n + THREADS - 1) // THREADS
-        _function(xp, dtype, name, activation)((blocks,), (THREADS,), args)
+        device = args[0].data.device_id  # the first argument is always an array on the launch's device
+        _function(xp, device, dtype, name, activation)((blocks,), (THREADS,), args)
 
 
 def bias_activation(activation, z, bias, out):

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy
 
 from . import distributed as distributed_
-from .backend import to_numpy
+from .backend import is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
 from .optim import SGD
@@ -161,14 +161,16 @@ def fit(
     if log is not None and not Path(log).resolve().parent.is_dir():
         raise ArgumentError(f"log: the folder for {str(log)!r} does not exist")
     with net.device.activate(), _blas_threads(threads):
-        X = net.inputs(X)  # to the device once, for the whole run
-        Y = net.targets(Y, len(X))
+        with _copying(net, "the training data (X and Y)", X):
+            X = net.inputs(X)  # to the device once, for the whole run
+            Y = net.targets(Y, len(X))
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
-            val_X = net.inputs(validation_data[0])
-            val = (val_X, net.targets(validation_data[1], len(val_X)))
+            with _copying(net, "the validation data", validation_data[0]):
+                val_X = net.inputs(validation_data[0])
+                val = (val_X, net.targets(validation_data[1], len(val_X)))
         state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
         callbacks = list(callbacks)
         for cb in callbacks:
@@ -180,7 +182,9 @@ def fit(
             progress, log = False, None  # one voice: rank 0's
         try:
             loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed, comm)
-        except MemoryError as e:
+        except Exception as e:
+            if not is_out_of_memory(e):
+                raise
             raise _out_of_memory(net, batch_size) from e
         _start_together(comm, net, optimizer, X)
         progress = _Progress(progress, epochs, loop.batches, sys.stderr)
@@ -194,7 +198,9 @@ def fit(
             started = time.perf_counter()
             try:
                 record = {"epoch": epoch, **loop.run(epoch, progress.batch_done)}
-            except MemoryError as e:
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
                 loop.restore()
                 raise _out_of_memory(net, batch_size) from e
             if val is not None:
@@ -238,6 +244,22 @@ def _start_together(comm, net, optimizer, X) -> None:
     comm.broadcast(net.params)
     if optimizer.velocity is not None:
         comm.broadcast(optimizer.velocity)
+
+
+@contextlib.contextmanager
+def _copying(net, what: str, X):
+    """Running out of memory while `what` moves to the device is an OutOfMemory that says so."""
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        shape = getattr(X, "shape", None)
+        size = f" of shape {tuple(shape)}" if shape is not None else ""
+        raise OutOfMemory(
+            f"{net.device} ran out of memory copying {what}{size} to it as {net.dtype.name}: the whole data set "
+            "stays on the device during fit. Use fewer rows, a float32 net, or another device; nothing was trained."
+        ) from e
 
 
 def _out_of_memory(net, batch_size: int) -> OutOfMemory:

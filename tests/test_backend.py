@@ -2,6 +2,7 @@
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 
@@ -75,6 +76,46 @@ def test_cupy_installed_without_a_gpu_falls_back_and_explains():
     assert reason in message
     assert "gpubp[cuda12]" in message and "nvidia-smi" in message and "device='cpu'" in message
     assert isinstance(info.value, RuntimeError)
+
+
+def test_a_driver_without_the_cuda_libraries_falls_back_and_names_the_library(monkeypatch, capsys):
+    # Staged: the driver sees one GPU (getDeviceCount needs nothing else), while cuBLAS is really
+    # missing here, as on a machine with plain cupy-cuda12x and only the NVIDIA driver.
+    require_tool(None if HAS_CUPY else "CuPy is not installed (pip install 'gpubp[cuda12]'; CI installs it)")
+    if gpubp.gpu_available():
+        pytest.skip("a GPU is usable here: this test is about machines whose CUDA libraries are missing")
+    import cupy
+
+    monkeypatch.setattr(cupy.cuda.runtime, "getDeviceCount", lambda: 1)
+    monkeypatch.setattr(backend, "_probed", {})
+    reason = gpubp.gpu_unavailable_reason()
+    assert reason.startswith(f"CuPy {cupy.__version__} sees cuda:0, but ")
+    try:
+        from cupy_backends.cuda.libs import cublas  # noqa: F401
+    except ImportError:  # as in CI: the probe must name the library and the install line
+        assert "the CUDA library cuBLAS did not load (" in reason and "libcublas" in reason
+        assert "pip install 'gpubp[cuda12]' (it brings cupy-cuda12x[ctk])" in reason and "CUDA_PATH" in reason
+    assert str(gpubp.device("auto")) == "cpu"
+    with pytest.raises(gpubp.DeviceError, match="which is not usable: CuPy .* sees cuda:0, but"):
+        gpubp.device("gpu")
+    from gpubp import cli
+
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert f"unavailable: {reason}" in out and "device='auto' picks  cpu" in out
+
+
+def test_without_nccl_the_nccl_backend_says_what_to_install():
+    require_tool(None if HAS_CUPY else "CuPy is not installed (pip install 'gpubp[cuda12]'; CI installs it)")
+    import importlib.util
+
+    if importlib.util.find_spec("nvidia.nccl") is not None:
+        pytest.skip("the NCCL wheel is installed here: this test is about machines without it")
+    message = "needs the NCCL library, which CuPy did not find: pip install 'gpubp[cuda12-nccl]'"
+    with pytest.raises(gpubp.DeviceError, match=re.escape(message)):
+        backend.nccl()
+    with pytest.raises(gpubp.DeviceError, match=re.escape("(it brings nvidia-nccl-cu12), or pass backend='mpi'")):
+        gpubp.distributed.NCCL(gpubp.device("cpu"))  # refused before MPI or the device is touched
 
 
 def test_cupy_is_installed_in_ci():

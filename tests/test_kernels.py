@@ -69,14 +69,14 @@ extern "C" void set_thread(unsigned block, unsigned thread, unsigned threads) {
 """
 
 
-class HostKernels:
-    """The kernels compiled by g++ into a shared library, launched thread by thread through ctypes."""
+class HostModule:
+    """Kernel source compiled by g++ into a shared library: a module whose functions ctypes can call."""
 
-    def __init__(self, dtype, folder):
+    def __init__(self, code, folder, name):
         compiler = shutil.which("g++")
         require_tool(None if compiler else "g++ is not installed")
-        src, lib = folder / f"kernels_{dtype}.cpp", folder / f"kernels_{dtype}.so"
-        src.write_text(HOST_PRELUDE + kernels.source(dtype, FUSABLE))
+        src, lib = folder / f"{name}.cpp", folder / f"{name}.so"
+        src.write_text(HOST_PRELUDE + code)
         result = subprocess.run(
             [compiler, "-shared", "-fPIC", "-O1", "-ffp-contract=off", str(src), "-o", str(lib)],
             capture_output=True,
@@ -84,6 +84,16 @@ class HostKernels:
         )
         assert result.returncode == 0, result.stderr
         self.lib = ctypes.CDLL(str(lib))
+
+    def get_function(self, name):
+        return self.lib[name]  # a new function object each call, as CuPy's RawModule.get_function gives
+
+
+class HostKernels:
+    """The kernels compiled by g++ into a shared library, launched thread by thread through ctypes."""
+
+    def __init__(self, dtype, folder):
+        self.lib = HostModule(kernels.source(dtype, FUSABLE), folder, f"kernels_{dtype}").lib
         self.scalar = ctypes.c_float if dtype == "float32" else ctypes.c_double
         self.dtype = np.dtype(dtype)
 
@@ -167,6 +177,34 @@ def test_sgd_kernel_matches_the_unfused_optimizer(host, options):
     np.testing.assert_allclose(params, net.params, rtol=TOLERANCE[host.dtype.name])
     if velocity is not None:
         np.testing.assert_allclose(velocity, opt.velocity, rtol=TOLERANCE[host.dtype.name])
+
+
+def test_kernel_functions_are_built_once_and_then_looked_up(tmp_path):
+    # The cache with a real compiler behind it: g++ here, NVRTC and the driver on a GPU.
+    built = []
+
+    def build(code):
+        built.append(code)
+        return HostModule(code, tmp_path, f"m{len(built)}")
+
+    cache = kernels.KernelCache(build)
+    sigmoid, tanh = activations.ACTIVATIONS["sigmoid"], activations.ACTIVATIONS["tanh"]
+    first = cache.function(0, "float32", "bias_sigmoid", sigmoid)
+    assert cache.function(0, np.float32, "bias_sigmoid", sigmoid) is first  # the same object, not a new one
+    assert cache.function(0, "float32", "delta_sigmoid", sigmoid) is not first
+    assert len(built) == 1  # both from one module
+    cache.function(0, "float64", "bias_sigmoid", sigmoid)
+    cache.function(1, "float32", "bias_sigmoid", sigmoid)  # another GPU loads its own
+    cache.function(0, "float32", "bias_tanh", tanh)
+    cache.function(0, "float32", "sgd_step")
+    assert len(built) == 5 and "double" in built[1] and "bias_tanh" in built[3] and "bias_" not in built[4]
+    # and what comes back is the compiled kernel: z += b, a = σ(z) over 3 elements, as one "thread" each
+    z, b, a = np.zeros(3, np.float32), np.array([0.0, 1.0, -1.0], np.float32), np.empty(3, np.float32)
+    pointers = [ctypes.c_void_p(x.ctypes.data) for x in (b, z, a)]
+    for i in range(3):
+        cache.modules[(0, "float32", "sigmoid")].lib.set_thread(0, i, 3)
+        first(*pointers, ctypes.c_longlong(3), ctypes.c_longlong(3))
+    np.testing.assert_allclose(a, 1 / (1 + np.exp(-b)), rtol=1e-6)
 
 
 # --- on a real GPU -------------------------------------------------------------------------

@@ -39,8 +39,12 @@ def test_extras_and_entry_point():
     # The required set stays small and deliberate; CuPy is only ever an extra.
     assert [d.split(">")[0] for d in project["dependencies"]] == ["numpy", "safetensors", "threadpoolctl", "tqdm"]
     extras = project["optional-dependencies"]
-    assert any(d.startswith("cupy-cuda12x") for d in extras["cuda12"])
-    assert any(d.startswith("cupy-cuda13x") for d in extras["cuda13"])
+    # The GPU extras bring the CUDA libraries too ([ctk]): a machine with only the driver computes.
+    assert any(d.startswith("cupy-cuda12x[ctk]") for d in extras["cuda12"])
+    assert any(d.startswith("cupy-cuda13x[ctk]") for d in extras["cuda13"])
+    for major in ("12", "13"):  # multi-GPU: CuPy, MPI and the NCCL library
+        needs = extras[f"cuda{major}-nccl"]
+        assert f"gpubp[cuda{major},mpi]" in needs and any(d.startswith(f"nvidia-nccl-cu{major}") for d in needs)
     assert {"pytest", "hypothesis"} <= {d.split(">")[0].split("=")[0] for d in extras["test"]}
     assert any(d.startswith("matplotlib") for d in extras["plot"])
     assert project["scripts"]["gpubp"] == "gpubp.cli:main"
@@ -51,7 +55,7 @@ def test_extras_and_entry_point():
 def test_dockerfiles_install_the_right_extra_and_run_gpubp():
     gpu = (ROOT / "docker" / "Dockerfile.gpu").read_text()
     cpu = (ROOT / "docker" / "Dockerfile.cpu").read_text()
-    assert "FROM nvidia/cuda:12." in gpu and "-runtime-" in gpu and "[cuda12]" in gpu
+    assert "FROM nvidia/cuda:12." in gpu and "-base-" in gpu and "[cuda12]" in gpu
     assert "FROM python:" in cpu and "-slim" in cpu
     for text in (gpu, cpu):
         assert 'ENTRYPOINT ["gpubp"]' in text

@@ -337,6 +337,31 @@ def test_running_out_of_memory_names_the_batch_size():
     assert "unchanged True" in result.stdout
 
 
+def test_running_out_of_memory_copying_the_data_says_so():
+    # The data fits as float64 but not once more as the net's float32 copy.
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np, gpubp
+        X, y = np.ones((100_000, 512)), np.zeros(100_000, dtype=np.int64)  # 400 MB of float64
+        net = gpubp.MLP([512, 8, 2], loss="cross_entropy", device="cpu")
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + 100 * 2**20, resource.RLIM_INFINITY))
+        try:
+            gpubp.fit(net, X, y, epochs=1, progress=False)
+        except gpubp.OutOfMemory as e:
+            print(e)
+        """
+    )
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs Linux's /proc to cap the address space")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) to it as float32" in (
+        result.stdout
+    )
+
+
 def test_gpu_out_of_memory_names_the_batch_size():
     require_gpu()
     model = gpubp.MLP([784, 4096, 10], loss="cross_entropy", device="gpu")
@@ -348,6 +373,19 @@ def test_gpu_out_of_memory_names_the_batch_size():
             gpubp.fit(model, X, y, epochs=1, batch_size=32768, progress=False)
     finally:
         pool.set_limit(size=0)  # no limit again
+
+
+def test_gpu_out_of_memory_copying_the_data_says_so():
+    require_gpu()
+    model = gpubp.MLP([784, 16, 10], loss="cross_entropy", device="gpu")
+    pool = model.xp.get_default_memory_pool()
+    X, y = np.ones((65536, 784), dtype=np.float32), np.zeros(65536, dtype=int)  # 200 MB
+    pool.set_limit(size=pool.used_bytes() + 64 * 2**20)
+    try:
+        with pytest.raises(gpubp.OutOfMemory, match=r"cuda:0 ran out of memory copying the training data"):
+            gpubp.fit(model, X, y, epochs=1, progress=False)
+    finally:
+        pool.set_limit(size=0)
 
 
 # --- checkpoints survive SIGKILL -------------------------------------------------------------
