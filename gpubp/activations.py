@@ -160,8 +160,14 @@ class Identity(Activation):
 class Softmax(Activation):
     """Softmax couples a row's outputs, so its backward is a Jacobian-vector product."""
 
+    def activate(self, z, bias, out=None):
+        fused = kernels.bias_softmax(z, bias, out)  # one launch per batch on the GPU, one thread per row
+        return fused if fused is not None else super().activate(z, bias, out)
+
     def backprop(self, upstream, z, a, scratch=None):
         # ∂E/∂z_k = a_k (g_k − Σ_j g_j a_j), with g = ∂E/∂a
+        if kernels.delta_softmax(upstream, a) is not None:
+            return upstream
         xp = get_array_module(a)
         upstream -= xp.multiply(upstream, a, out=scratch).sum(axis=1, keepdims=True)
         upstream *= a

@@ -332,7 +332,7 @@ def cmd_predict(args) -> int:
         numpy.save(buffer, output)
         atomic.write_bytes(out, buffer.getvalue())
     else:
-        classes = train.accuracy_counter(ckpt.net) is not None
+        classes = train.accuracy_kind(ckpt.net) is not None
         if classes:
             labels = (output[:, 0] > 0.5).astype(int) if output.shape[1] == 1 else output.argmax(axis=1)
             header = ["prediction"] + [f"p{k}" for k in range(output.shape[1])]

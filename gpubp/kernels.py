@@ -1,19 +1,36 @@
 """Fused CUDA kernels for the GPU: one launch where the NumPy-style path takes several.
 
 CuPy spends 10 to 25 µs of CPU time on each launch, so on small layers the
-number of launches, not the arithmetic, sets the step time. Four chains are
+number of launches, not the arithmetic, sets the step time. These chains are
 fused here:
 
-    bias_<f>(b, z, a)        z += b, then a = f(z)              (forward)
-    delta_<f>(delta, a)      delta *= f'(z), from a = f(z)      (backward)
-    output_minus_target      delta = (ŷ − y) / N                (softmax + cross-entropy, sigmoid + bce)
-    sgd_step                 weight decay, momentum and W −= lr·g over the flat buffer
+    bias_<f>(b, z, a)          z += b, then a = f(z)                    (forward)
+    bias_softmax(b, z, a)      z += b, then a = softmax(z), per row     (forward, softmax output)
+    delta_<f>(delta, a)        delta *= f'(z), from a = f(z)            (backward)
+    delta_softmax(delta, a)    delta = a ⊙ (delta − Σ delta ⊙ a)        (backward through softmax)
+    output_minus_target        delta = (ŷ − y) / N                      (softmax + cross-entropy, sigmoid + bce)
+    row_metrics_<loss>         each row's loss, and whether it was right (fit's bookkeeping)
+    sgd_step                   weight decay, momentum and W −= lr·g over the flat buffer
 
-The CUDA C comes from `source(dtype, activations)`, built from the formulas
-in the activation table, so CPU CI can compile it with NVRTC and run its
-arithmetic through a C++ compiler. Each function below returns None when its arrays are
-not CuPy arrays (or GPUBP_FUSED=0 is set), and the caller then takes the
-NumPy-style path, which is also what the fused kernels are tested against.
+Launches in one training step of an L-layer net on the GPU (fit, fused path):
+
+    gather the batch           2   (X rows, Y rows)
+    forward                    2L  (per layer: the matrix product, then bias + activation)
+    bookkeeping                1   (row_metrics, into the epoch's buffers; summed once per epoch)
+    output delta               1   (softmax + cross-entropy or sigmoid + bce; 2 or 3 with mse)
+    hidden deltas              2(L−1)  (per layer: the product with Wᵀ, then ⊙ f')
+    gradients                  2L  (per layer: a_lᵀ δ_l, then the bias sum)
+    update                     1   (sgd_step)
+    total                      6L + 3: 15 for one hidden layer (cuBLAS may split a product in two)
+
+Nothing in a step allocates: every array it writes is made before the first epoch.
+
+The CUDA C comes from `source(dtype, activations, losses)`, built from the
+formulas in the activation and loss tables, so CPU CI can compile it with NVRTC
+and run its arithmetic through a C++ compiler. Each function below returns
+None (or False) when its arrays are not CuPy arrays (or GPUBP_FUSED=0 is set),
+and the caller then takes the NumPy-style path, which is also what the fused
+kernels are tested against.
 """
 
 from __future__ import annotations
@@ -35,6 +52,8 @@ typedef long long index_t;
 #define FOR_EACH_ELEMENT(n) \\
     index_t i = (index_t)blockIdx.x * blockDim.x + threadIdx.x; \\
     if (i >= (n)) return;
+#define TINY T({tiny})
+#define SAFE_LOG(p) log((p) < TINY ? TINY : (p)) /* log(max(p, tiny)), and NaN stays NaN */
 """
 
 _BIAS = """
@@ -60,6 +79,32 @@ extern "C" __global__ void output_minus_target(const T* output, const T* y, T* d
     delta[i] = (output[i] - y[i]) / rows;
 }
 
+extern "C" __global__ void bias_softmax(const T* bias, T* zs, T* as, index_t rows, index_t cols) {
+    FOR_EACH_ELEMENT(rows)                     /* one thread per row */
+    T* z = zs + i * cols;
+    T* a = as + i * cols;
+    T top = z[0] + bias[0];
+    for (index_t k = 0; k < cols; ++k) {       /* z += b, and the row's largest z */
+        z[k] = z[k] + bias[k];
+        top = z[k] > top ? z[k] : top;
+    }
+    T total = 0;
+    for (index_t k = 0; k < cols; ++k) {       /* e^(z − max): never overflows */
+        a[k] = exp(z[k] - top);
+        total = total + a[k];
+    }
+    for (index_t k = 0; k < cols; ++k) a[k] = a[k] / total;
+}
+
+extern "C" __global__ void delta_softmax(T* delta, const T* as, index_t rows, index_t cols) {
+    FOR_EACH_ELEMENT(rows)                     /* ∂E/∂z_k = a_k (g_k − Σ_j g_j a_j), one thread per row */
+    T* g = delta + i * cols;
+    const T* a = as + i * cols;
+    T dot = 0;
+    for (index_t k = 0; k < cols; ++k) dot = dot + g[k] * a[k];
+    for (index_t k = 0; k < cols; ++k) g[k] = (g[k] - dot) * a[k];
+}
+
 extern "C" __global__ void sgd_step(T* p, const T* g, T* v, index_t n, T lr, T mu, T wd, T lr_mu, int nesterov) {
     FOR_EACH_ELEMENT(n)
     T grad = g[i];
@@ -80,22 +125,55 @@ extern "C" __global__ void sgd_step(T* p, const T* g, T* v, index_t n, T lr, T m
 """
 
 
-def source(dtype, activations=()) -> str:
-    """CUDA C for one float dtype: the bias and delta kernels of each activation given, and the common ones."""
-    parts = [_PREAMBLE.format(ctype=C_TYPES[numpy.dtype(dtype).name])]
+# Each row's loss and whether it was predicted right, written to its place in the epoch's
+# buffers: the step's whole bookkeeping in one launch, summed once per epoch.
+_ROW_METRICS = """
+extern "C" __global__ void row_metrics_{loss}(
+    const T* output, const T* y, T* row_loss, T* row_correct, index_t rows, index_t cols, int accuracy) {{
+    FOR_EACH_ELEMENT(rows)                     /* one thread per row */
+    const T* P = output + i * cols;
+    const T* Y = y + i * cols;
+    T total = 0;
+    for (index_t k = 0; k < cols; ++k) {{
+        T p = P[k], t = Y[k];
+        total = total + ({term});
+    }}
+    row_loss[i] = total;
+    if (accuracy == 1) {{                       /* argmax of the output against argmax of the target */
+        index_t best = 0, wanted = 0;
+        for (index_t k = 1; k < cols; ++k) {{
+            if (P[k] > P[best]) best = k;
+            if (Y[k] > Y[wanted]) wanted = k;
+        }}
+        row_correct[i] = best == wanted ? T(1) : T(0);
+    }} else if (accuracy == 2) {{                /* one sigmoid: the same side of 0.5 */
+        row_correct[i] = (P[0] > T(0.5)) == (Y[0] > T(0.5)) ? T(1) : T(0);
+    }}
+}}
+"""
+ACCURACY = {None: 0, "argmax": 1, "threshold": 2}  # how row_metrics judges a row right
+
+
+def source(dtype, activations=(), losses=()) -> str:
+    """CUDA C for one float dtype: the kernels of each activation and loss given, and the common ones."""
+    dtype = numpy.dtype(dtype)
+    parts = [_PREAMBLE.format(ctype=C_TYPES[dtype.name], tiny=repr(float(numpy.finfo(dtype).tiny)))]
     for act in activations:
         f, prime = act.cuda
         parts.append(_BIAS.format(name=act.name, f=f))
         parts.append(_DELTA.format(name=act.name, prime=prime))
+    for loss in losses:
+        parts.append(_ROW_METRICS.format(loss=loss.name, term=loss.cuda))
     parts.append(_COMMON)
     return "".join(parts)
 
 
-def kernel_names(activations=()) -> list[str]:
-    return [f"{kind}_{act.name}" for act in activations for kind in ("bias", "delta")] + [
-        "output_minus_target",
-        "sgd_step",
-    ]
+def kernel_names(activations=(), losses=()) -> list[str]:
+    return (
+        [f"{kind}_{act.name}" for act in activations for kind in ("bias", "delta")]
+        + [f"row_metrics_{loss.name}" for loss in losses]
+        + ["output_minus_target", "bias_softmax", "delta_softmax", "sgd_step"]
+    )
 
 
 class KernelCache:
@@ -104,31 +182,39 @@ class KernelCache:
     `build(code)` compiles CUDA C into a module with get_function(name): CuPy's RawModule
     on the GPU. It runs once per (device, dtype, activation), and get_function once per
     kernel, because each call of it makes a new function object and a driver call.
+    A module holds the common kernels and those of one activation or one loss.
     """
 
     def __init__(self, build):
         self.build, self.modules, self.functions = build, {}, {}
 
-    def function(self, device: int, dtype, name: str, activation=None):
+    def function(self, device: int, dtype, name: str, part=None):
+        """Kernel `name` for `dtype` on `device`; `part` is the activation or loss whose kernels it is among."""
         dtype = numpy.dtype(dtype).name
         function = self.functions.get((device, dtype, name))
         if function is None:
-            key = (device, dtype, activation.name if activation else None)
+            key = (device, dtype, part.name if part else None)
             module = self.modules.get(key)
             if module is None:
-                module = self.modules[key] = self.build(source(dtype, [activation] if activation else []))
+                module = self.modules[key] = self.build(_source_for(dtype, part))
             function = self.functions[(device, dtype, name)] = module.get_function(name)
         return function
+
+
+def _source_for(dtype, part) -> str:
+    if part is None:
+        return source(dtype)
+    return source(dtype, losses=[part]) if hasattr(part, "gradient") else source(dtype, activations=[part])
 
 
 _cache: KernelCache | None = None
 
 
-def _function(xp, device: int, dtype, name, activation=None):
+def _function(xp, device: int, dtype, name, part=None):
     global _cache
     if _cache is None:
         _cache = KernelCache(lambda code: xp.RawModule(code=code, options=OPTIONS))
-    return _cache.function(device, dtype, name, activation)
+    return _cache.function(device, dtype, name, part)
 
 
 def _cuda(*arrays):
@@ -141,22 +227,29 @@ def _cuda(*arrays):
     return xp
 
 
-def _launch(xp, dtype, name, n, args, activation=None):
+def _with_out(out, like, *inputs):
+    """(cupy, out) for a fused launch, with `out` made like `like` when it is None; (None, None) otherwise."""
+    xp = _cuda(*inputs) if out is None else _cuda(*inputs, out)
+    if xp is None:
+        return None, None
+    return xp, xp.empty_like(like) if out is None else out
+
+
+def _launch(xp, dtype, name, n, args, part=None):
+    """One launch of `n` threads (one per element, or per row)."""
     if n:
         blocks = (n + THREADS - 1) // THREADS
         device = args[0].data.device_id  # the first argument is always an array on the launch's device
-        _function(xp, device, dtype, name, activation)((blocks,), (THREADS,), args)
+        _function(xp, device, dtype, name, part)((blocks,), (THREADS,), args)
 
 
 def bias_activation(activation, z, bias, out):
     """z += bias and out = f(z) in one launch; returns out, or None to take the unfused path."""
     if activation.cuda is None:
         return None
-    xp = _cuda(z, bias) if out is None else _cuda(z, bias, out)
+    xp, out = _with_out(out, z, z, bias)
     if xp is None:
         return None
-    if out is None:
-        out = xp.empty_like(z)
     n, cols = z.size, z.shape[-1]
     args = (bias, z, out, numpy.int64(n), numpy.int64(cols))
     _launch(xp, z.dtype, f"bias_{activation.name}", n, args, activation)
@@ -175,11 +268,9 @@ def delta(activation, upstream, a):
 
 def output_minus_target(output, y, out):
     """out = (ŷ − y) / N in one launch; returns out, or None to take the unfused path."""
-    xp = _cuda(output, y) if out is None else _cuda(output, y, out)
+    xp, out = _with_out(out, output, output, y)
     if xp is None:
         return None
-    if out is None:
-        out = xp.empty_like(output)
     args = (output, y, out, numpy.int64(output.size), output.dtype.type(len(output)))
     _launch(xp, output.dtype, "output_minus_target", output.size, args)
     return out
@@ -195,4 +286,40 @@ def sgd_step(params, grad, velocity, lr, momentum, weight_decay, nesterov) -> bo
     v = velocity if velocity is not None else numpy.uint64(0)  # a null pointer: no momentum
     args = (params, grad, v, numpy.int64(params.size), t(lr), t(momentum), t(weight_decay), t(lr * momentum))
     _launch(xp, params.dtype, "sgd_step", params.size, (*args, numpy.int32(bool(nesterov))))
+    return True
+
+
+def bias_softmax(z, bias, out):
+    """z += bias and out = softmax(z) along each row, in one launch; None to take the unfused path."""
+    xp, out = _with_out(out, z, z, bias)
+    if xp is None:
+        return None
+    rows, cols = z.shape
+    _launch(xp, z.dtype, "bias_softmax", rows, (bias, z, out, numpy.int64(rows), numpy.int64(cols)))
+    return out
+
+
+def delta_softmax(upstream, a):
+    """upstream = a ⊙ (upstream − Σ upstream ⊙ a) per row, in place, in one launch; None to take the unfused path."""
+    xp = _cuda(upstream, a)
+    if xp is None:
+        return None
+    rows, cols = upstream.shape
+    _launch(xp, upstream.dtype, "delta_softmax", rows, (upstream, a, numpy.int64(rows), numpy.int64(cols)))
+    return upstream
+
+
+def row_metrics(loss, accuracy, output, y, row_loss, row_correct) -> bool:
+    """Each row's loss into row_loss, and (for accuracy "argmax" or "threshold") 1 or 0 into row_correct.
+
+    One launch; False when the caller must take the unfused path.
+    """
+    if loss.cuda is None:
+        return False
+    xp = _cuda(output, y, row_loss, row_correct)
+    if xp is None:
+        return False
+    rows, cols = output.shape
+    args = (output, y, row_loss, row_correct, numpy.int64(rows), numpy.int64(cols), numpy.int32(ACCURACY[accuracy]))
+    _launch(xp, output.dtype, f"row_metrics_{loss.name}", rows, args, loss)
     return True

@@ -34,7 +34,7 @@ def mse(output, y, scratch=None):
     return 0.5 * xp.square(diff, out=diff).sum() / len(output)
 
 
-def mse_gradient(output, y, out=None):
+def mse_gradient(output, y, out=None, scratch=None):
     """∂E/∂ŷ = (ŷ − y) / N."""
     out = get_array_module(output).subtract(output, y, out=out)
     out /= len(output)
@@ -46,12 +46,16 @@ def bce(output, y, scratch=None):
     return -(y * _safe_log(output) + (1 - y) * _safe_log(1 - output)).sum() / len(output)
 
 
-def bce_gradient(output, y, out=None):
-    """∂E/∂ŷ = (ŷ − y) / (ŷ (1 − ŷ)) / N, with ŷ kept off 0 and 1 so it stays finite."""
+def bce_gradient(output, y, out=None, scratch=None):
+    """∂E/∂ŷ = (ŷ − y) / N / ŷ / (1 − ŷ), with ŷ kept off 0 and 1 so it stays finite."""
     xp = get_array_module(output)
     eps = xp.finfo(output.dtype).eps
-    p = xp.clip(output, eps, 1 - eps)
-    return xp.divide((p - y) / len(output), p * (1 - p), out=out)
+    p = xp.clip(output, eps, 1 - eps, out=scratch)
+    out = xp.subtract(p, y, out=out)
+    out /= len(output)
+    out /= p
+    out /= xp.subtract(1, p, out=p)
+    return out
 
 
 def cross_entropy(output, y, scratch=None):
@@ -61,7 +65,7 @@ def cross_entropy(output, y, scratch=None):
     return -log_p.sum() / len(output)
 
 
-def cross_entropy_gradient(output, y, out=None):
+def cross_entropy_gradient(output, y, out=None, scratch=None):
     """∂E/∂ŷ = −y / ŷ / N (the backward pass uses the fused form instead)."""
     xp = get_array_module(output)
     out = xp.maximum(output, xp.finfo(output.dtype).tiny, out=out)
@@ -70,7 +74,42 @@ def cross_entropy_gradient(output, y, out=None):
     return out
 
 
-def output_minus_target(output, y, out=None):
+# Each row's loss, for the training loop's bookkeeping: written into `out` (one value per row),
+# with `scratch` and `scratch2` arrays of the output's shape to work in.
+
+
+def mse_rows(output, y, out, scratch, scratch2):
+    """½ Σ_k (y_k − ŷ_k)² for each row."""
+    xp = get_array_module(output)
+    diff = xp.subtract(y, output, out=scratch)
+    xp.square(diff, out=diff)
+    diff *= 0.5
+    return diff.sum(axis=1, out=out)
+
+
+def bce_rows(output, y, out, scratch, scratch2):
+    """−Σ_k [y log ŷ + (1 − y) log(1 − ŷ)] for each row, as (y log ŷ + log(1 − ŷ)) − y log(1 − ŷ)."""
+    xp = get_array_module(output)
+    terms = _safe_log(output, out=scratch)
+    terms *= y
+    log_miss = _safe_log(xp.subtract(1, output, out=scratch2), out=scratch2)
+    terms += log_miss
+    log_miss *= y
+    terms -= log_miss
+    xp.negative(terms, out=terms)
+    return terms.sum(axis=1, out=out)
+
+
+def cross_entropy_rows(output, y, out, scratch, scratch2):
+    """−Σ_k y_k log ŷ_k for each row."""
+    xp = get_array_module(output)
+    terms = _safe_log(output, out=scratch)
+    terms *= y
+    xp.negative(terms, out=terms)
+    return terms.sum(axis=1, out=out)
+
+
+def output_minus_target(output, y, out=None, scratch=None):
     """δ_L = (ŷ − y) / N: what the chain rule gives when f' cancels against ∂E/∂ŷ."""
     fused = kernels.output_minus_target(output, y, out)  # one launch on the GPU
     return fused if fused is not None else mse_gradient(output, y, out=out)  # the same arithmetic
@@ -87,37 +126,43 @@ class Loss:
     name: str
     value: Callable
     gradient: Callable
+    rows: Callable  # each row's loss, into a given array: what fit sums over an epoch
     default_output: str
     outputs: tuple[str, ...] | None = None  # None: any output activation
     fused: dict | None = None
+    cuda: str | None = None  # rows as CUDA C: the term summed over a row, in p = ŷ_k and t = y_k
 
     def output_delta(self, activation: Activation, z, output, y, out=None, scratch=None):
         """δ_L, the blame at the output layer's weighted input z_L."""
         shortcut = (self.fused or {}).get(activation.name)
         if shortcut is not None:
             return shortcut(output, y, out=out)
-        return activation.backprop(self.gradient(output, y, out=out), z, output, scratch)
+        return activation.backprop(self.gradient(output, y, out=out, scratch=scratch), z, output, scratch)
 
 
 LOSSES = {
     loss.name: loss
     for loss in (
-        Loss("mse", mse, mse_gradient, default_output="sigmoid"),
+        Loss("mse", mse, mse_gradient, mse_rows, default_output="sigmoid", cuda="(t - p) * (t - p) * T(0.5)"),
         Loss(
             "bce",
             bce,
             bce_gradient,
+            bce_rows,
             default_output="sigmoid",
             outputs=("sigmoid", "softmax"),
             fused={"sigmoid": output_minus_target},
+            cuda="-((t * SAFE_LOG(p) + SAFE_LOG(1 - p)) - t * SAFE_LOG(1 - p))",
         ),
         Loss(
             "cross_entropy",
             cross_entropy,
             cross_entropy_gradient,
+            cross_entropy_rows,
             default_output="softmax",
             outputs=("softmax",),
             fused={"softmax": output_minus_target},
+            cuda="-(t * SAFE_LOG(p))",
         ),
     )
 }

@@ -67,6 +67,9 @@ class Workspace:
             self.activations = [xp.empty((rows, w), dtype=net.dtype) for w in widths]  # a[1] … a[L]
             self.deltas = [xp.empty((rows, w), dtype=net.dtype) for w in widths]
             self.flat_scratch = xp.empty(rows * max(widths), dtype=net.dtype)
+            # for each row's loss and accuracy: a second array of the output's shape, and two of indices
+            self.flat_scratch2 = xp.empty(rows * widths[-1], dtype=net.dtype)
+            self.index_pair = xp.empty((2, rows), dtype=numpy.int64)
 
     def z(self, l: int, n: int):
         return self.zs[l][:n]
@@ -81,6 +84,12 @@ class Workspace:
     def scratch(self, n: int, width: int):
         return self.flat_scratch[: n * width].reshape(n, width)
 
+    def scratch2(self, n: int, width: int):
+        return self.flat_scratch2[: n * width].reshape(n, width)
+
+    def indices(self, n: int):
+        return self.index_pair[0, :n], self.index_pair[1, :n]
+
 
 class _NoWorkspace:
     """Hands out None for every buffer, so NumPy and CuPy allocate fresh arrays: the readable default."""
@@ -92,6 +101,11 @@ class _NoWorkspace:
 
     def scratch(self, n, width):
         return None
+
+    scratch2 = scratch
+
+    def indices(self, n):
+        return None, None
 
 
 NO_WORKSPACE = _NoWorkspace()

@@ -18,23 +18,54 @@ from pathlib import Path
 import numpy
 
 from . import distributed as distributed_
+from . import kernels
 from .backend import is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
 from .optim import SGD
 
 
-def accuracy_counter(net):
-    """A function counting correct predictions in a batch, or None when accuracy has no meaning.
+def accuracy_kind(net) -> str | None:
+    """How a prediction counts as right, or None when accuracy has no meaning.
 
-    Multi-class outputs are right when the argmax matches; a single sigmoid output is
-    right when it falls on the same side of 0.5 as the target. The count stays on the device.
+    "argmax": several softmax outputs, right when the largest is the target's class.
+    "threshold": one sigmoid output, right on the same side of 0.5 as the target.
     """
     if net.sizes[-1] == 1 and net.output_activation.name == "sigmoid":
-        return lambda output, y: ((output > 0.5) == (y > 0.5)).sum()
+        return "threshold"
     if net.sizes[-1] > 1 and net.output_activation.name == "softmax":
-        return lambda output, y: (output.argmax(axis=1) == y.argmax(axis=1)).sum()
+        return "argmax"
     return None
+
+
+def measure(net, output, Y, workspace, row_loss, row_correct) -> None:
+    """Each row's loss into row_loss and, where accuracy has a meaning, 1 or 0 into row_correct.
+
+    Nothing is summed here: fit and evaluate sum a whole pass at once, at its one host
+    sync. One fused launch on the GPU; elsewhere it works in the workspace's arrays.
+    """
+    kind = accuracy_kind(net)
+    if kernels.row_metrics(net.loss_fn, kind, output, Y, row_loss, row_correct):
+        return
+    xp, n, k = net.xp, len(output), net.sizes[-1]
+    net.loss_fn.rows(output, Y, row_loss, workspace.scratch(n, k), workspace.scratch2(n, k))
+    if kind is None:
+        return
+    guess, truth = workspace.indices(n)
+    if kind == "argmax":
+        guess = output.argmax(axis=1, out=guess)
+        truth = Y.argmax(axis=1, out=truth)
+    else:
+        guess = xp.greater(output[:, 0], 0.5, out=guess)
+        truth = xp.greater(Y[:, 0], 0.5, out=truth)
+    xp.equal(guess, truth, out=row_correct)
+
+
+def _summary(net, rows) -> dict:
+    """The mean loss and accuracy of a pass from its (2, N) rows of losses and hits: the one host sync."""
+    loss, correct = (float(v) for v in to_numpy(rows.sum(axis=1, dtype=numpy.float64)))
+    n = rows.shape[1]
+    return {"loss": loss / n, "accuracy": correct / n if accuracy_kind(net) is not None else None}
 
 
 def _check_positive_int(name, value):
@@ -50,23 +81,27 @@ def evaluate(net, X, Y, batch_size: int = 4096) -> dict:
     batch_size = _check_positive_int("batch_size", batch_size)
     with net.device.activate():
         X = net.inputs(X)
-        return _evaluate(net, X, net.targets(Y, len(X)), batch_size)
+        return _Evaluation(net, X, net.targets(Y, len(X)), batch_size)()
 
 
-def _evaluate(net, X, Y, batch_size: int = 4096) -> dict:
-    """evaluate() on arrays already made by net.inputs() and net.targets(): fit's per-epoch validation."""
-    with net.device.activate():
-        count = accuracy_counter(net)
-        total = net.xp.zeros((), dtype=net.dtype)
-        correct = net.xp.zeros((), dtype=numpy.int64)
-        for start in range(0, len(X), batch_size):
-            xb, yb = X[start : start + batch_size], Y[start : start + batch_size]
-            output = net.forward(xb, validate=False).output
-            total += net.loss_fn.value(output, yb) * len(xb)
-            if count is not None:
-                correct += count(output, yb)
-        n = len(X)
-        return {"loss": float(total) / n, "accuracy": float(correct) / n if count is not None else None}
+class _Evaluation:
+    """evaluate() on arrays already made by net.inputs() and net.targets(), with its buffers made once:
+    fit's per-epoch validation."""
+
+    def __init__(self, net, X, Y, batch_size: int = 4096):
+        self.net, self.X, self.Y, self.batch_size = net, X, Y, min(batch_size, len(X))
+        with net.device.activate():
+            self.workspace = net.workspace(self.batch_size)
+            self.metrics = net.xp.zeros((2, len(X)), dtype=net.dtype)  # each row's loss, and 1 where it was right
+
+    def __call__(self) -> dict:
+        net, ws = self.net, self.workspace
+        with net.device.activate():
+            for start in range(0, len(self.X), self.batch_size):
+                done = slice(start, start + self.batch_size)
+                output = net.forward(self.X[done], ws, validate=False).output
+                measure(net, output, self.Y[done], ws, self.metrics[0, done], self.metrics[1, done])
+            return _summary(net, self.metrics)
 
 
 class _Progress:
@@ -170,7 +205,7 @@ def fit(
                 raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
             with _copying(net, "the validation data", validation_data[0]):
                 val_X = net.inputs(validation_data[0])
-                val = (val_X, net.targets(validation_data[1], len(val_X)))
+                val = _Evaluation(net, val_X, net.targets(validation_data[1], len(val_X)))
         state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
         callbacks = list(callbacks)
         for cb in callbacks:
@@ -204,7 +239,7 @@ def fit(
                 loop.restore()
                 raise _out_of_memory(net, batch_size) from e
             if val is not None:
-                metrics = _evaluate(net, *val)  # checked once, before the first epoch
+                metrics = val()  # checked once, before the first epoch
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
             record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
             state.history.append(record)
@@ -306,15 +341,15 @@ class _EpochLoop:
         self.net, self.optimizer, self.X, self.Y, self.comm = net, optimizer, X, Y, comm
         self.batch_size, self.shuffle, self.seed = min(batch_size, len(X)), shuffle, seed
         self.batches = math.ceil(len(X) / self.batch_size)
-        self.count = accuracy_counter(net)
         self.workspace = net.workspace(self.batch_size)
         self.grads = net.new_grads()
         self.X_batch = xp.empty((self.batch_size, X.shape[1]), dtype=X.dtype)
         self.Y_batch = xp.empty((self.batch_size, Y.shape[1]), dtype=Y.dtype)
         self.last_good = xp.empty_like(net.params)  # the state at the start of the epoch, to fall back on
         self.last_velocity = None if optimizer.velocity is None else xp.empty_like(optimizer.velocity)
-        self.batch_losses = xp.zeros(self.batches, dtype=net.dtype)  # summed over each batch's rows
-        self.correct = xp.zeros(1, dtype=numpy.float64)  # a float, so that every backend can sum it
+        self.metrics = xp.zeros(
+            (2, len(X)), dtype=net.dtype
+        )  # each row's loss, and 1 where it was right, in epoch order
         self.rows = numpy.arange(len(X))  # 0 … N−1, for each epoch's shuffle to start from
         self.order_host = numpy.empty_like(self.rows)
         self.order = self.order_host if net.device.kind == "cpu" else xp.empty(len(X), dtype=self.rows.dtype)
@@ -332,19 +367,17 @@ class _EpochLoop:
         if self.order is not self.order_host:
             self.order.set(self.order_host)  # one copy to the GPU per epoch
         order = self.order
-        self.batch_losses[...] = 0  # a rank with no rows in a batch adds nothing for it
-        self.correct[...] = 0
-        for step, start in enumerate(range(0, n, self.batch_size)):
+        self.metrics[...] = 0  # each rank writes only its own share of each batch
+        for start in range(0, n, self.batch_size):
             batch = order[start : start + self.batch_size]
-            rows = self._shard(batch)
+            low, high = self._shard(len(batch))
+            rows = batch[low:high]
             if len(rows):
                 xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
                 yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
                 trace = net.forward(xb, self.workspace, validate=False)  # fit checked all of X once
-                scratch = self.workspace.scratch(len(rows), net.sizes[-1])
-                self.batch_losses[step] = net.loss_fn.value(trace.output, yb, scratch) * len(rows)
-                if self.count is not None:
-                    self.correct += self.count(trace.output, yb)
+                done = slice(start + low, start + high)  # these rows' places in the epoch's order
+                measure(net, trace.output, yb, self.workspace, self.metrics[0, done], self.metrics[1, done])
                 net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False)
             else:  # a last batch with fewer rows than ranks: nothing here to learn from
                 self.grads.flat[...] = 0
@@ -356,18 +389,17 @@ class _EpochLoop:
             self.optimizer.step(self.grads)
             batch_done()
         if self.comm.size > 1:
-            self.comm.allreduce_sum(self.batch_losses)
-            self.comm.allreduce_sum(self.correct)
+            self.comm.allreduce_sum(self.metrics)
         # The one host sync of the epoch: the loss, and whether every weight is still a number.
-        loss = float(self.batch_losses.sum()) / n
-        if not math.isfinite(loss) or not bool(xp.isfinite(net.params).all()):
-            self._diverged(epoch, loss)
-        return {"loss": loss, "accuracy": float(self.correct[0]) / n if self.count is not None else None}
+        summary = _summary(net, self.metrics)
+        if not math.isfinite(summary["loss"]) or not bool(xp.isfinite(net.params).all()):
+            self._diverged(epoch, summary["loss"])
+        return summary
 
-    def _shard(self, batch):
-        """This rank's contiguous share of a global batch: all of it in a single process."""
-        size, rank, m = self.comm.size, self.comm.rank, len(batch)
-        return batch[(m * rank) // size : (m * (rank + 1)) // size]
+    def _shard(self, m: int) -> tuple[int, int]:
+        """Where this rank's contiguous share of a global batch of m rows starts and ends: all of it alone."""
+        size, rank = self.comm.size, self.comm.rank
+        return (m * rank) // size, (m * (rank + 1)) // size
 
     def restore(self):
         """Put back the weights and velocity from the start of the epoch."""
@@ -378,10 +410,10 @@ class _EpochLoop:
     def _diverged(self, epoch: int, loss: float):
         """Put back the state from the start of the epoch, and say where it went wrong."""
         self.restore()
-        losses = to_numpy(self.batch_losses)
+        losses = to_numpy(self.metrics[0])  # in the epoch's order: row r was in step r // batch_size
         bad = numpy.flatnonzero(~numpy.isfinite(losses))
         if len(bad):
-            step, value = int(bad[0]) + 1, float(losses[bad[0]])  # steps counted from 1
+            step, value = int(bad[0]) // self.batch_size + 1, float(losses[bad[0]])  # steps counted from 1
         else:
             step, value = None, loss  # every batch's loss was finite: the last update broke the weights
         raise TrainingDiverged(_diverged_message(epoch, step, value, self.optimizer.lr))

@@ -7,6 +7,8 @@ import pytest
 
 import gpubp
 
+from .conftest import require_gpu, require_tool
+
 MB = 1 << 20
 
 
@@ -55,3 +57,76 @@ def test_the_probe_sees_a_per_step_allocation():
     probe = PeakAfterFirstEpoch()
     gpubp.fit(net, X, y, epochs=3, callbacks=[probe, Wasteful()], progress=False)
     assert probe.growth > 3 * MB
+
+
+# --- on a real GPU: allocations and launches per step -------------------------------------------------
+
+GPU_CASES = [("sigmoid", "mse", "sigmoid"), ("relu", "cross_entropy", "softmax"), ("tanh", "bce", "sigmoid")]
+
+
+def per_step(count, net, optimizer, X, Y):
+    """What `count(run)` measures for one training step: an epoch of 8 steps minus one of 4, over 4."""
+
+    def epoch_of(steps):
+        return lambda: gpubp.fit(net, X[: 64 * steps], Y[: 64 * steps], epochs=1, batch_size=64,
+                                 optimizer=optimizer, progress=False)  # fmt: skip
+
+    epoch_of(8)()  # compile every kernel and fill the memory pool first
+    return (count(epoch_of(8)) - count(epoch_of(4))) / 4
+
+
+def gpu_case(activation, loss, output):
+    rng = np.random.default_rng(0)
+    X, y = rng.random((512, 32), dtype=np.float32), rng.integers(0, 4, size=512)
+    width = 1 if output == "sigmoid" and loss == "bce" else 4
+    net = gpubp.MLP([32, 64, width], activation=activation, output_activation=output, loss=loss, device="gpu")
+    Y = y if loss == "cross_entropy" else (np.eye(4, dtype=np.float32)[y] if width == 4 else (y % 2)[:, None])
+    return net, gpubp.SGD(net, lr=0.01, momentum=0.9), X, Y
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation, loss, output", GPU_CASES)
+def test_a_gpu_step_allocates_nothing_from_the_memory_pool(activation, loss, output):
+    require_gpu()
+    net, optimizer, X, Y = gpu_case(activation, loss, output)
+    cupy = net.xp
+    pool, allocations = cupy.get_default_memory_pool(), []
+
+    def counting(size):  # the real pool, with every request counted
+        allocations.append(size)
+        return pool.malloc(size)
+
+    def count(run):
+        allocations.clear()
+        cupy.cuda.set_allocator(counting)
+        try:
+            run()
+        finally:
+            cupy.cuda.set_allocator(pool.malloc)
+        return len(allocations)
+
+    assert per_step(count, net, optimizer, X, Y) == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("activation, loss, output", GPU_CASES)
+def test_a_gpu_step_makes_the_launches_kernels_py_counts(activation, loss, output):
+    require_gpu()
+    try:
+        from torch.profiler import DeviceType, ProfilerActivity, profile
+    except ImportError:
+        require_tool("torch is not installed: its profiler (CUPTI) counts every kernel the process launches")
+    net, optimizer, X, Y = gpu_case(activation, loss, output)
+
+    def count(run):
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            run()
+            net.xp.cuda.Device().synchronize()
+        kernels = [e for e in prof.events() if e.device_type == DeviceType.CUDA and "Mem" not in e.name]
+        return len(kernels)
+
+    launches = per_step(count, net, optimizer, X, Y)
+    layers = net.n_layers
+    budget = 6 * layers + 3 + (2 if loss == "mse" else 0)  # kernels.py's count (the mse output delta: 2 more)
+    print(f"{activation}-{loss}-{output}: {launches:g} launches per step; kernels.py counts {budget}")
+    assert launches <= budget + 3 * layers  # cuBLAS may split each of the 3L products in two

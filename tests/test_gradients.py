@@ -6,6 +6,8 @@ import pytest
 import gpubp
 from gpubp import activations, losses
 
+from .conftest import require_gpu
+
 DEPTHS = {"no hidden layer": [3, 2], "one hidden": [3, 5, 2], "two hidden": [3, 5, 4, 2]}
 
 
@@ -80,3 +82,13 @@ def test_gradcheck_on_device(device):
     before = gpubp.to_numpy(net.params).copy()
     gpubp.gradcheck(net, X, Y)
     np.testing.assert_array_equal(gpubp.to_numpy(net.params), before)
+
+
+@pytest.mark.gpu
+def test_gradcheck_on_a_second_gpu_while_the_first_is_current():
+    require_gpu(1)  # two GPUs: cuda:1's parameters must be written on cuda:1, whichever device is current
+    net = gpubp.MLP([3, 5, 2], activation="tanh", loss="cross_entropy", dtype="float64", device="cuda:1")
+    X, Y = data("cross_entropy", 2)
+    with net.xp.cuda.Device(0):
+        errors = gpubp.gradcheck(net, X, Y)
+    assert max(errors.values()) <= 1e-6 and net.params.device.id == 1

@@ -15,6 +15,7 @@ from gpubp import activations, kernels, losses
 from .conftest import require_gpu, require_tool
 
 FUSABLE = [act for act in activations.ACTIVATIONS.values() if act.cuda is not None]
+LOSSES = list(losses.LOSSES.values())
 DTYPES = ["float32", "float64"]
 TOLERANCE = {"float32": 2e-6, "float64": 1e-14}
 
@@ -32,13 +33,13 @@ def nvrtc_or_skip():
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_every_kernel_compiles_with_nvrtc(dtype):
     nvrtc = nvrtc_or_skip()
-    program = nvrtc.createProgram(kernels.source(dtype, FUSABLE), "gpubp.cu", (), ())
+    program = nvrtc.createProgram(kernels.source(dtype, FUSABLE, LOSSES), "gpubp.cu", (), ())
     try:
         nvrtc.compileProgram(program, (*kernels.OPTIONS, "-arch=compute_90"))
     except Exception:
         pytest.fail(nvrtc.getProgramLog(program))
     ptx = nvrtc.getPTX(program).decode()
-    for name in kernels.kernel_names(FUSABLE):
+    for name in kernels.kernel_names(FUSABLE, LOSSES):
         assert f".entry {name}(" in ptx, name
 
 
@@ -59,6 +60,7 @@ def test_a_broken_kernel_does_not_compile():
 HOST_PRELUDE = """
 #include <cmath>
 using std::exp;
+using std::log;
 using std::tanh;
 struct Dim3 { unsigned x, y, z; };
 static Dim3 blockIdx, threadIdx, blockDim;
@@ -93,7 +95,7 @@ class HostKernels:
     """The kernels compiled by g++ into a shared library, launched thread by thread through ctypes."""
 
     def __init__(self, dtype, folder):
-        self.lib = HostModule(kernels.source(dtype, FUSABLE), folder, f"kernels_{dtype}").lib
+        self.lib = HostModule(kernels.source(dtype, FUSABLE, LOSSES), folder, f"kernels_{dtype}").lib
         self.scalar = ctypes.c_float if dtype == "float32" else ctypes.c_double
         self.dtype = np.dtype(dtype)
 
@@ -157,6 +159,52 @@ def test_output_minus_target_kernel_matches_the_unfused_path(host):
     np.testing.assert_array_equal(fused, losses.mse_gradient(output, y))  # the same two roundings
 
 
+def test_bias_softmax_kernel_matches_the_unfused_path(host):
+    z, b = random((7, 10), host.dtype, 11, -20, 20), random((10,), host.dtype, 12)
+    z_fused, a_fused = z.copy(), np.full_like(z, np.nan)
+    host.launch("bias_softmax", len(z), b, z_fused, a_fused, len(z), z.shape[1])  # one thread per row
+    z_ref = z.copy()
+    a_ref = activations.ACTIVATIONS["softmax"].activate(z_ref, b, out=np.empty_like(z))
+    np.testing.assert_array_equal(z_fused, z_ref)
+    np.testing.assert_allclose(a_fused, a_ref, rtol=4 * TOLERANCE[host.dtype.name], atol=1e-30)
+
+
+def test_delta_softmax_kernel_matches_the_unfused_path(host):
+    softmax = activations.ACTIVATIONS["softmax"]
+    a = softmax(random((6, 9), host.dtype, 13), out=np.empty((6, 9), host.dtype))
+    upstream = random((6, 9), host.dtype, 14)
+    fused = upstream.copy()
+    host.launch("delta_softmax", len(fused), fused, a, len(fused), fused.shape[1])
+    expected = softmax.backprop(upstream.copy(), None, a, np.empty_like(a))
+    np.testing.assert_allclose(fused, expected, rtol=4 * TOLERANCE[host.dtype.name], atol=1e-7)
+
+
+ROW_CASES = [(loss, output, width) for loss, output in [("mse", "sigmoid"), ("mse", "identity"), ("bce", "sigmoid")]
+             for width in (1, 4)] + [("cross_entropy", "softmax", 4), ("bce", "softmax", 4)]  # fmt: skip
+
+
+@pytest.mark.parametrize("loss, output, width", ROW_CASES)
+def test_row_metrics_kernel_matches_the_unfused_bookkeeping(host, loss, output, width):
+    net = gpubp.MLP([3, width], output_activation=output, loss=loss, dtype=host.dtype.name, device="cpu")
+    rows = 300  # two blocks of threads
+    out = net.predict(random((rows, 3), host.dtype, 15))
+    y = net.targets(np.random.default_rng(16).integers(0, width, rows), rows) if loss == "cross_entropy" else None
+    if y is None:
+        y = random((rows, width), host.dtype, 17, 0, 1).round()  # 0/1 targets: every loss accepts them
+    out[0, 0], out[1, -1] = 0, 1  # log(0) must be clipped, not -inf
+    expected = np.full((2, rows), np.nan, dtype=host.dtype)
+    gpubp.train.measure(net, out, y, net.workspace(rows), expected[0], expected[1])
+    fused = np.full((2, rows), np.nan, dtype=host.dtype)
+    kind = gpubp.train.accuracy_kind(net)
+    host.launch(f"row_metrics_{loss}", rows, out, y, fused[0], fused[1], rows, width, kernels.ACCURACY[kind])
+    np.testing.assert_allclose(fused[0], expected[0], rtol=4 * TOLERANCE[host.dtype.name], atol=1e-6)
+    if kind is None:
+        assert np.isnan(fused[1]).all()  # nothing is written where accuracy means nothing
+    else:
+        np.testing.assert_array_equal(fused[1], expected[1])
+        assert 0 < expected[1].sum() < rows  # some right, some wrong: the comparison is really tested
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"weight_decay": 0.01}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True, "weight_decay": 1e-3}],
@@ -197,7 +245,7 @@ def test_kernel_functions_are_built_once_and_then_looked_up(tmp_path):
     cache.function(1, "float32", "bias_sigmoid", sigmoid)  # another GPU loads its own
     cache.function(0, "float32", "bias_tanh", tanh)
     cache.function(0, "float32", "sgd_step")
-    assert len(built) == 5 and "double" in built[1] and "bias_tanh" in built[3] and "bias_" not in built[4]
+    assert len(built) == 5 and "double" in built[1] and "bias_tanh" in built[3] and "bias_sigmoid" not in built[4]
     # and what comes back is the compiled kernel: z += b, a = σ(z) over 3 elements, as one "thread" each
     z, b, a = np.zeros(3, np.float32), np.array([0.0, 1.0, -1.0], np.float32), np.empty(3, np.float32)
     pointers = [ctypes.c_void_p(x.ctypes.data) for x in (b, z, a)]
@@ -250,3 +298,5 @@ def test_fused_path_is_not_taken_for_numpy_arrays():
     assert kernels.delta(act, z, z) is None
     assert kernels.output_minus_target(z, z, None) is None
     assert kernels.sgd_step(z, z, None, 0.1, 0.0, 0.0, False) is False
+    assert kernels.bias_softmax(z, b, None) is None and kernels.delta_softmax(z, z) is None
+    assert kernels.row_metrics(losses.LOSSES["mse"], None, z, z, z[0], z[1]) is False

@@ -31,17 +31,23 @@ def test_fit_learns_spirals_and_reports_every_epoch():
     assert gpubp.evaluate(net, X, y)["accuracy"] > 0.9
 
 
-def test_accuracy_is_argmax_for_classes_and_a_threshold_for_one_sigmoid():
-    multi = gpubp.MLP([2, 3], loss="cross_entropy", device="cpu")
-    count = train.accuracy_counter(multi)
+def test_each_rows_loss_and_hit_argmax_for_classes_and_a_threshold_for_one_sigmoid():
+    multi = gpubp.MLP([2, 3], loss="cross_entropy", dtype="float64", device="cpu")
     out = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.4, 0.1]])
     y = np.eye(3)[[0, 1, 0]]
-    assert int(count(out, y)) == 2  # rows 0 and 2 right, row 1 predicts class 2
-    single = gpubp.MLP([2, 1], device="cpu")  # sigmoid output, mse
-    count = train.accuracy_counter(single)
-    assert int(count(np.array([[0.49], [0.51], [0.9]]), np.array([[0.0], [0.0], [1.0]]))) == 2
+    rows = np.full((2, 3), np.nan)
+    train.measure(multi, out, y, multi.workspace(3), rows[0], rows[1])
+    np.testing.assert_allclose(rows[0], [-np.log(0.7), -np.log(0.3), -np.log(0.5)], rtol=1e-15)
+    assert rows[1].tolist() == [1, 0, 1]  # row 1 predicts class 2
+    single = gpubp.MLP([2, 1], dtype="float64", device="cpu")  # sigmoid output, mse
+    rows = np.full((2, 3), np.nan)
+    train.measure(
+        single, np.array([[0.49], [0.51], [0.9]]), np.array([[0.0], [0.0], [1.0]]), single.workspace(3), *rows
+    )
+    np.testing.assert_allclose(rows[0], [0.5 * 0.49**2, 0.5 * 0.51**2, 0.5 * 0.1**2], rtol=1e-14)
+    assert rows[1].tolist() == [1, 0, 1]
     regression = gpubp.MLP([2, 1], output_activation="identity", device="cpu")
-    assert train.accuracy_counter(regression) is None
+    assert train.accuracy_kind(regression) is None
 
 
 def test_same_seed_same_run_and_batch_order_follows_the_seed():
