@@ -59,13 +59,13 @@ class Workspace:
     rows of each (still contiguous). Each call overwrites the previous step's values.
     """
 
-    def __init__(self, net, rows: int):
+    def __init__(self, net, rows: int, backward: bool = True):
         xp, widths = net.xp, net.sizes[1:]
         with net.device.activate():
             self.rows = rows
             self.zs = [xp.empty((rows, w), dtype=net.dtype) for w in widths]
             self.activations = [xp.empty((rows, w), dtype=net.dtype) for w in widths]  # a[1] … a[L]
-            self.deltas = [xp.empty((rows, w), dtype=net.dtype) for w in widths]
+            self.deltas = [xp.empty((rows, w), dtype=net.dtype) for w in widths] if backward else []
             self.flat_scratch = xp.empty(rows * max(widths), dtype=net.dtype)
             # for each row's loss and accuracy: a second array of the output's shape, and two of indices
             self.flat_scratch2 = xp.empty(rows * widths[-1], dtype=net.dtype)
@@ -341,9 +341,9 @@ class MLP:
             grads.deltas = deltas
             return grads
 
-    def workspace(self, rows: int) -> Workspace:
+    def workspace(self, rows: int, backward: bool = True) -> Workspace:
         """Arrays for batches of up to `rows` rows, for forward and backward to write into."""
-        return Workspace(self, rows)
+        return Workspace(self, rows, backward)  # backward=False: forward and bookkeeping only
 
     def new_grads(self) -> Grads:
         """A zeroed gradient buffer, the twin of `params`."""

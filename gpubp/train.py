@@ -91,7 +91,7 @@ class _Evaluation:
     def __init__(self, net, X, Y, batch_size: int = 4096):
         self.net, self.X, self.Y, self.batch_size = net, X, Y, min(batch_size, len(X))
         with net.device.activate():
-            self.workspace = net.workspace(self.batch_size)
+            self.workspace = net.workspace(self.batch_size, backward=False)
             self.metrics = net.xp.zeros((2, len(X)), dtype=net.dtype)  # each row's loss, and 1 where it was right
 
     def __call__(self) -> dict:
