@@ -243,6 +243,10 @@ class MLP:
         Integer and bool X are converted to the net's float dtype; arrays on the
         other device are copied over.
         """
+        with self.device.activate():  # what it makes belongs on the net's GPU, whichever is current
+            return self._inputs(X)
+
+    def _inputs(self, X):
         X = self._numbers(X, "X")
         if X.ndim != 2 or X.shape[1] != self.sizes[0]:
             raise ShapeError(f"X must have shape (N, {self.sizes[0]}) for this net; got {tuple(X.shape)}")
@@ -254,6 +258,10 @@ class MLP:
 
     def targets(self, Y, n: int):
         """Y as (n, n_outputs) finite rows in this net's dtype; class labels become one-hot rows."""
+        with self.device.activate():
+            return self._targets(Y, n)
+
+    def _targets(self, Y, n: int):
         k = self.sizes[-1]
         Y = self._numbers(Y, "Y")
         if Y.ndim == 1 and self.loss_fn.name == "cross_entropy":

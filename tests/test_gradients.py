@@ -85,10 +85,12 @@ def test_gradcheck_on_device(device):
 
 
 @pytest.mark.gpu
-def test_gradcheck_on_a_second_gpu_while_the_first_is_current():
+def test_gradcheck_and_conversions_on_a_second_gpu_while_the_first_is_current():
     require_gpu(1)  # two GPUs: cuda:1's parameters must be written on cuda:1, whichever device is current
     net = gpubp.MLP([3, 5, 2], activation="tanh", loss="cross_entropy", dtype="float64", device="cuda:1")
     X, Y = data("cross_entropy", 2)
     with net.xp.cuda.Device(0):
         errors = gpubp.gradcheck(net, X, Y)
+        made = (net.inputs(X.astype(np.int64)), net.targets(np.array([0, 1, 1, 0, 1, 0]), 6))  # converted, one-hot
     assert max(errors.values()) <= 1e-6 and net.params.device.id == 1
+    assert [a.device.id for a in made] == [1, 1]
