@@ -239,7 +239,8 @@ def fit(
                 loop.restore()
                 raise _out_of_memory(net, batch_size) from e
             if val is not None:
-                metrics = val()  # checked once, before the first epoch
+                with _copying(net, "the validation data", val.X, "evaluating"):
+                    metrics = val()  # checked once, before the first epoch
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
             record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
             state.history.append(record)
@@ -282,8 +283,8 @@ def _start_together(comm, net, optimizer, X) -> None:
 
 
 @contextlib.contextmanager
-def _copying(net, what: str, X):
-    """Running out of memory while `what` moves to the device is an OutOfMemory that says so."""
+def _copying(net, what: str, X, doing: str = "copying"):
+    """Running out of memory while `what` moves to the device (or is evaluated there) is an OutOfMemory saying so."""
     try:
         yield
     except Exception as e:
@@ -292,8 +293,8 @@ def _copying(net, what: str, X):
         shape = getattr(X, "shape", None)
         size = f" of shape {tuple(shape)}" if shape is not None else ""
         raise OutOfMemory(
-            f"{net.device} ran out of memory copying {what}{size} to it as {net.dtype.name}: the whole data set "
-            "stays on the device during fit. Use fewer rows, a float32 net, or another device; nothing was trained."
+            f"{net.device} ran out of memory {doing} {what}{size} as {net.dtype.name}: the data sets stay on "
+            "the device during fit. Use fewer rows, a float32 net, or another device."
         ) from e
 
 

@@ -357,7 +357,7 @@ def test_running_out_of_memory_copying_the_data_says_so():
         pytest.skip("needs Linux's /proc to cap the address space")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) to it as float32" in (
+    assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) as float32" in (
         result.stdout
     )
 
@@ -373,6 +373,14 @@ def test_gpu_out_of_memory_names_the_batch_size():
             gpubp.fit(model, X, y, epochs=1, batch_size=32768, progress=False)
     finally:
         pool.set_limit(size=0)  # no limit again
+
+
+def test_cublas_failing_to_allocate_counts_as_out_of_memory():
+    require_gpu()  # CuPy's CUBLASError exists only where cuBLAS loads
+    from cupy_backends.cuda.libs import cublas
+
+    assert gpubp.backend.is_out_of_memory(cublas.CUBLASError(3))  # CUBLAS_STATUS_ALLOC_FAILED
+    assert not gpubp.backend.is_out_of_memory(cublas.CUBLASError(7))  # CUBLAS_STATUS_INVALID_VALUE
 
 
 def test_gpu_out_of_memory_copying_the_data_says_so():
