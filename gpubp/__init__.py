@@ -26,12 +26,15 @@ from .errors import (
 )
 from .gradcheck import gradcheck
 from .network import MLP, Grads, Trace
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, Optimizer
 from .train import evaluate, fit
 
 __all__ = [
     "MLP",
     "SGD",
+    "Adam",
+    "AdamW",
+    "Optimizer",
     "ArgumentError",
     "ArgumentTypeError",
     "Callback",

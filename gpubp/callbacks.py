@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from . import checkpoint
 from .errors import ArgumentError
-from .optim import SGD
+from .optim import Optimizer
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
 
@@ -56,7 +56,7 @@ class TrainState:
     """What callbacks see and may change: set `stop = True` to end training after this epoch."""
 
     net: object
-    optimizer: SGD
+    optimizer: Optimizer
     history: History
     epoch: int = 0  # the epoch in progress, counted from 1
     epochs: int = 0

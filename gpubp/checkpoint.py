@@ -2,10 +2,11 @@
 
 A file holds one tensor per layer ("layers.0.weight" of shape (n_in, n_out),
 "layers.0.bias"), readable by any safetensors reader, plus the optimizer's
-velocity when there is one. Its metadata (JSON strings) holds the format
+state arrays ("optimizer.velocity" for SGD with momentum, "optimizer.m" and
+"optimizer.v" for Adam). Its metadata (JSON strings) holds the format
 version, the gpubp version, the network's configuration, the optimizer's
-hyperparameters, the caller's own fields (epoch, history, RNG seed, ...) and
-a SHA-256 checksum over all of it. Writes are atomic; loading never unpickles.
+hyperparameters and step count, the caller's own fields (epoch, history, RNG
+seed, ...) and a SHA-256 checksum over all of it. Writes are atomic; loading never unpickles.
 """
 
 from __future__ import annotations
@@ -22,9 +23,9 @@ import numpy
 from . import atomic
 from ._version import __version__
 from .backend import to_numpy
-from .errors import ArgumentTypeError, CheckpointError, DeviceError, GpubpError, check_number
+from .errors import ArgumentTypeError, CheckpointError, DeviceError, GpubpError
 from .network import MLP
-from .optim import SGD
+from .optim import Optimizer, from_hyperparameters
 
 FORMAT = "gpubp-mlp"
 FORMAT_VERSION = 1
@@ -36,7 +37,7 @@ class Checkpoint:
     """What `load_checkpoint` returns: the net, its optimizer (or None), and the saved fields."""
 
     net: MLP
-    optimizer: SGD | None
+    optimizer: Optimizer | None
     meta: dict
 
     @property
@@ -70,7 +71,7 @@ def _config(net: MLP) -> dict:
     }
 
 
-def save(net: MLP, path, optimizer: SGD | None = None, **meta) -> Path:
+def save(net: MLP, path, optimizer: Optimizer | None = None, **meta) -> Path:
     """Write `net` (and `optimizer`'s state, and any JSON-serialisable `meta`) to `path`, atomically."""
     import safetensors.numpy
 
@@ -82,8 +83,9 @@ def save(net: MLP, path, optimizer: SGD | None = None, **meta) -> Path:
     for l, (W, b) in enumerate(zip(net.weights, net.biases)):
         tensors[f"layers.{l}.weight"] = to_numpy(W)
         tensors[f"layers.{l}.bias"] = to_numpy(b)
-    if optimizer is not None and optimizer.velocity is not None:
-        tensors["optimizer.velocity"] = to_numpy(optimizer.velocity)
+    if optimizer is not None:
+        for name, array in optimizer.state.items():  # SGD's velocity, Adam's m and v
+            tensors[f"optimizer.{name}"] = to_numpy(array)
     try:
         user = json.dumps(meta)
     except TypeError as e:
@@ -175,16 +177,9 @@ def _rebuild(tensors: dict, config: dict, hyper: dict | None, meta: dict, device
                 _put(target, tensors.get(name), name, net)
         optimizer = None
         if hyper is not None:
-            optimizer = SGD(
-                net,
-                lr=hyper["initial_lr"],
-                momentum=hyper["momentum"],
-                nesterov=hyper["nesterov"],
-                weight_decay=hyper["weight_decay"],
-            )
-            optimizer.lr = check_number("lr", hyper["lr"], 0.0, low_ok=False)  # where a schedule had taken it
-            if optimizer.velocity is not None:
-                _put(optimizer.velocity, tensors.get("optimizer.velocity"), "optimizer.velocity", net)
+            optimizer = from_hyperparameters(net, hyper)  # with the lr a schedule had reached, and the step count
+            for name, array in optimizer.state.items():
+                _put(array, tensors.get(f"optimizer.{name}"), f"optimizer.{name}", net)
     return Checkpoint(net=net, optimizer=optimizer, meta=meta)
 
 

@@ -27,11 +27,12 @@ from .callbacks import CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
 from .errors import GpubpError
 from .losses import LOSSES
 from .network import DTYPES, MLP
-from .optim import SGD
+from .optim import SGD, Adam, AdamW, Optimizer
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 SCHEDULES = ("cosine", "step", "none")
+MOMENTUM = 0.9  # --momentum's default
 
 
 class UsageError(GpubpError):
@@ -108,7 +109,26 @@ def _training_settings(args, saved: dict | None) -> dict:
     return settings
 
 
-def _build_net(args, split, device) -> tuple[MLP, SGD]:
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
+DEFAULTS = {  # --lr and --weight-decay when not given, per optimizer
+    "sgd": {"lr": 0.1, "weight_decay": 1e-4},
+    "adam": {"lr": 1e-3, "weight_decay": 0.0},
+    "adamw": {"lr": 1e-3, "weight_decay": 1e-2},
+}
+
+
+def _optimizer(args, net) -> Optimizer:
+    defaults = DEFAULTS[args.optimizer]
+    lr = args.lr if args.lr is not None else defaults["lr"]
+    decay = args.weight_decay if args.weight_decay is not None else defaults["weight_decay"]
+    if args.optimizer == "sgd":
+        return SGD(net, lr=lr, momentum=args.momentum, weight_decay=decay)
+    if args.momentum != MOMENTUM:
+        raise UsageError(f"--momentum is for --optimizer sgd; {args.optimizer} keeps its own moments")
+    return OPTIMIZERS[args.optimizer](net, lr=lr, weight_decay=decay)
+
+
+def _build_net(args, split, device) -> tuple[MLP, Optimizer]:
     if split.classification:
         loss = args.loss or "cross_entropy"
         output = args.output_activation
@@ -117,7 +137,7 @@ def _build_net(args, split, device) -> tuple[MLP, SGD]:
         output = args.output_activation or "identity"
     sizes = [split.X_train.shape[1], *args.layers, split.n_outputs]
     net = MLP(sizes, args.activation, output, loss, dtype=args.dtype, device=device, seed=args.seed)
-    return net, SGD(net, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay)
+    return net, _optimizer(args, net)
 
 
 def _processes(args):
@@ -170,7 +190,7 @@ def cmd_train(args) -> int:
     if split.report:
         say(split.report, file=sys.stderr)
     if resumed is not None:
-        net, optimizer = resumed.net, resumed.optimizer or SGD(resumed.net, lr=args.lr)
+        net, optimizer = resumed.net, resumed.optimizer or _optimizer(args, resumed.net)
         scaler = resumed.meta.get("standardizer")
         history = History.from_dict(resumed.meta.get("history", {}))
         initial_epoch = resumed.epoch
@@ -398,9 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--loss", choices=tuple(LOSSES), help="(default: cross_entropy for labels, mse for values)")
     t.add_argument("--epochs", type=_whole, default=40, help="(default: 40)")
     t.add_argument("--batch-size", type=_whole, default=32, help="(default: 32)")
-    t.add_argument("--lr", type=float, default=0.1, help="learning rate (default: 0.1)")
-    t.add_argument("--momentum", type=float, default=0.9, help="(default: 0.9)")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="(default: 1e-4)")
+    t.add_argument("--optimizer", choices=tuple(OPTIMIZERS), default="sgd", help="(default: sgd)")
+    t.add_argument("--lr", type=float, help="learning rate (default: 0.1 for sgd, 1e-3 for adam and adamw)")
+    t.add_argument("--momentum", type=float, default=MOMENTUM, help=f"sgd's momentum (default: {MOMENTUM})")
+    t.add_argument(
+        "--weight-decay", type=float, help="(default: 1e-4 for sgd, 0 for adam, 1e-2 for adamw's decoupled decay)"
+    )
     t.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning-rate schedule (default: cosine)")
     t.add_argument(
         "--patience", type=_whole_or_zero, default=0, help="stop after this many epochs without a better val_loss"

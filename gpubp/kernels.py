@@ -11,6 +11,7 @@ fused here:
     output_minus_target        delta = (ŷ − y) / N                      (softmax + cross-entropy, sigmoid + bce)
     row_metrics_<loss>         each row's loss, and whether it was right (fit's bookkeeping)
     sgd_step                   weight decay, momentum and W −= lr·g over the flat buffer
+    adam_step                  Adam's or AdamW's whole update over the flat buffer
 
 Launches in one training step of an L-layer net on the GPU (fit, fused path):
 
@@ -20,7 +21,7 @@ Launches in one training step of an L-layer net on the GPU (fit, fused path):
     output delta               1   (softmax + cross-entropy or sigmoid + bce; 2 or 3 with mse)
     hidden deltas              2(L−1)  (per layer: the product with Wᵀ, then ⊙ f')
     gradients                  2L  (per layer: a_lᵀ δ_l, then the bias sum)
-    update                     1   (sgd_step)
+    update                     1   (sgd_step or adam_step)
     total                      6L + 3: 15 for one hidden layer (cuBLAS may split a product in two)
 
 Nothing in a step allocates: every array it writes is made before the first epoch.
@@ -77,6 +78,23 @@ _COMMON = """
 extern "C" __global__ void output_minus_target(const T* output, const T* y, T* delta, index_t n, T rows) {
     FOR_EACH_ELEMENT(n)
     delta[i] = (output[i] - y[i]) / rows;
+}
+
+extern "C" __global__ void adam_step(T* p, const T* g, T* m, T* v, index_t n, T decay, T wd, int decoupled,
+                                      T weight1, T keep1, T beta2, T one_minus_beta2, T neg_step_size,
+                                      T correction2, T eps) {
+    FOR_EACH_ELEMENT(n)
+    T param = p[i], grad = g[i];
+    if (wd != 0) {
+        if (decoupled) param = param * decay;          /* AdamW: W ×= 1 − lr·λ */
+        else grad = param * wd + grad;                 /* Adam: g + λW */
+    }
+    T mean = m[i];                                     /* m = lerp(m, g, 1 − β₁), as PyTorch computes it */
+    mean = weight1 < T(0.5) ? mean + (grad - mean) * weight1 : grad - (grad - mean) * keep1;
+    T square = v[i] * beta2 + grad * one_minus_beta2 * grad;   /* v = β₂ v + (1 − β₂) g² */
+    m[i] = mean;
+    v[i] = square;
+    p[i] = param + mean * neg_step_size / (sqrt(square) / correction2 + eps);
 }
 
 extern "C" __global__ void bias_softmax(const T* bias, T* zs, T* as, index_t rows, index_t cols) {
@@ -172,7 +190,7 @@ def kernel_names(activations=(), losses=()) -> list[str]:
     return (
         [f"{kind}_{act.name}" for act in activations for kind in ("bias", "delta")]
         + [f"row_metrics_{loss.name}" for loss in losses]
-        + ["output_minus_target", "bias_softmax", "delta_softmax", "sgd_step"]
+        + ["output_minus_target", "bias_softmax", "delta_softmax", "sgd_step", "adam_step"]
     )
 
 
@@ -322,4 +340,18 @@ def row_metrics(loss, accuracy, output, y, row_loss, row_correct) -> bool:
     rows, cols = output.shape
     args = (output, y, row_loss, row_correct, numpy.int64(rows), numpy.int64(cols), numpy.int32(ACCURACY[accuracy]))
     _launch(xp, output.dtype, f"row_metrics_{loss.name}", rows, args, loss)
+    return True
+
+
+def adam_step(params, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step_size, correction2) -> bool:
+    """Adam's (or AdamW's, decoupled=True) whole update in one launch; False to take the unfused path."""
+    xp = _cuda(params, grad, m, v)
+    if xp is None:
+        return False
+    t = params.dtype.type
+    weight = 1 - beta1  # the host computes every factor, as the NumPy path's scalars are computed
+    args = (params, grad, m, v, numpy.int64(params.size), t(1 - lr * weight_decay), t(weight_decay),
+            numpy.int32(bool(decoupled)), t(weight), t(1 - weight), t(beta2), t(1 - beta2), t(-step_size),
+            t(correction2), t(eps))  # fmt: skip
+    _launch(xp, params.dtype, "adam_step", params.size, args)
     return True

@@ -22,7 +22,7 @@ from . import kernels
 from .backend import is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
-from .optim import SGD
+from .optim import SGD, Optimizer
 
 
 def accuracy_kind(net) -> str | None:
@@ -152,7 +152,7 @@ def fit(
     *,
     epochs: int,
     batch_size: int = 32,
-    optimizer: SGD | None = None,
+    optimizer: Optimizer | None = None,
     validation_data=None,
     shuffle: bool = True,
     seed: int = 0,
@@ -185,10 +185,10 @@ def fit(
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
         raise ArgumentError(f"initial_epoch must be a whole number from 0 to epochs={epochs}; got {initial_epoch!r}")
     optimizer = optimizer if optimizer is not None else SGD(net, lr=0.1)
-    if not isinstance(optimizer, SGD):
-        raise ArgumentTypeError(f"optimizer must be a gpubp.SGD; got {optimizer!r}")
+    if not isinstance(optimizer, Optimizer):
+        raise ArgumentTypeError(f"optimizer must be a gpubp.SGD, Adam or AdamW; got {optimizer!r}")
     if optimizer.net is not net:
-        raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) for this net")
+        raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) or Adam(net, ...) for this net")
     if threads is not None:
         threads = _check_positive_int("threads", threads)
     elif distributed is not False and distributed_.launched_size() > 1 and net.device.kind == "cpu":
@@ -267,7 +267,7 @@ def _communicator(net, distributed, timeout):
 
 
 def _start_together(comm, net, optimizer, X) -> None:
-    """Every rank starts from rank 0's weights and velocity, and must hold the same data."""
+    """Every rank starts from rank 0's weights and optimizer state, and must hold the same data."""
     if comm.size == 1:
         return
     shape = numpy.array([len(X), X.shape[1]], dtype=numpy.float64)
@@ -278,8 +278,8 @@ def _start_together(comm, net, optimizer, X) -> None:
             f"{int(shape[1])} features, rank 0 has {int(theirs[0])} of {int(theirs[1])}"
         )
     comm.broadcast(net.params)
-    if optimizer.velocity is not None:
-        comm.broadcast(optimizer.velocity)
+    for array in optimizer.state.values():  # SGD's velocity, Adam's moments
+        comm.broadcast(array)
 
 
 @contextlib.contextmanager
@@ -347,7 +347,8 @@ class _EpochLoop:
         self.X_batch = xp.empty((self.batch_size, X.shape[1]), dtype=X.dtype)
         self.Y_batch = xp.empty((self.batch_size, Y.shape[1]), dtype=Y.dtype)
         self.last_good = xp.empty_like(net.params)  # the state at the start of the epoch, to fall back on
-        self.last_velocity = None if optimizer.velocity is None else xp.empty_like(optimizer.velocity)
+        self.last_state = {name: xp.empty_like(array) for name, array in optimizer.state.items()}
+        self.last_steps = optimizer.steps
         self.metrics = xp.zeros(
             (2, len(X)), dtype=net.dtype
         )  # each row's loss, and 1 where it was right, in epoch order
@@ -359,8 +360,9 @@ class _EpochLoop:
         """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
         net, xp, n = self.net, self.net.xp, len(self.X)
         self.last_good[...] = net.params
-        if self.last_velocity is not None:
-            self.last_velocity[...] = self.optimizer.velocity
+        for name, array in self.optimizer.state.items():
+            self.last_state[name][...] = array
+        self.last_steps = self.optimizer.steps
         # The batch order comes from a host RNG, so every device sees the same batches.
         self.order_host[...] = self.rows
         if self.shuffle:
@@ -403,10 +405,11 @@ class _EpochLoop:
         return (m * rank) // size, (m * (rank + 1)) // size
 
     def restore(self):
-        """Put back the weights and velocity from the start of the epoch."""
+        """Put back the weights and the optimizer's state from the start of the epoch."""
         self.net.params[...] = self.last_good
-        if self.optimizer.velocity is not None:
-            self.optimizer.velocity[...] = self.last_velocity
+        for name, array in self.optimizer.state.items():
+            array[...] = self.last_state[name]
+        self.optimizer.steps = self.last_steps
 
     def _diverged(self, epoch: int, loss: float):
         """Put back the state from the start of the epoch, and say where it went wrong."""

@@ -29,17 +29,20 @@ class PeakAfterFirstEpoch(gpubp.Callback):
 
 @pytest.mark.parametrize(
     "loss, output, momentum",
-    [("mse", "sigmoid", 0.0), ("cross_entropy", "softmax", 0.9)],
-    ids=["sigmoid-mse-sgd", "softmax-ce-momentum"],
+    [("mse", "sigmoid", 0.0), ("cross_entropy", "softmax", 0.9), ("bce", "sigmoid", "adam")],
+    ids=["sigmoid-mse-sgd", "softmax-ce-momentum", "sigmoid-bce-adamw"],
 )
 def test_epochs_after_the_first_allocate_under_1_mb(loss, output, momentum):
     rng = np.random.default_rng(0)
     X = rng.random((4 * 1024 + 100, 784), dtype=np.float32)  # four full batches and a short one
     y = rng.integers(0, 10, size=len(X))
     net = gpubp.MLP([784, 1024, 10], activation="sigmoid", output_activation=output, loss=loss, device="cpu")
-    Y = np.eye(10, dtype=np.float32)[y] if loss == "mse" else y
+    Y = np.eye(10, dtype=np.float32)[y] if loss != "cross_entropy" else y
     probe = PeakAfterFirstEpoch()
-    opt = gpubp.SGD(net, lr=0.01, momentum=momentum, weight_decay=1e-4)
+    if momentum == "adam":
+        opt = gpubp.AdamW(net, lr=1e-3)
+    else:
+        opt = gpubp.SGD(net, lr=0.01, momentum=momentum, weight_decay=1e-4)
     gpubp.fit(net, X, Y, epochs=3, batch_size=1024, optimizer=opt, callbacks=[probe], progress=False)
     # One 1024×1024 float32 temporary would be 4 MB: the limit catches any large array made per step.
     assert probe.growth is not None and probe.growth < 1 * MB, f"peak grew by {probe.growth / MB:.2f} MB"

@@ -255,3 +255,23 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
     assert "gpubp train --resume run.safetensors" in stderr and "Traceback" not in stderr
     saved = gpubp.load_checkpoint(path, device="cpu")
     assert saved.epoch >= 1 and len(saved.meta["history"]["epoch"]) == saved.epoch
+
+
+@pytest.mark.parametrize("optimizer, kind, lr", [("adam", "Adam", 1e-3), ("adamw", "AdamW", 1e-3), ("sgd", "SGD", 0.1)])
+def test_train_with_each_optimizer_and_resume_it(tmp_path, optimizer, kind, lr):
+    args = ["--data", "digits", "--epochs", "3", "--save", "m.safetensors", "--schedule", "none", "--no-progress"]
+    result = gpubp_cli("train", "--optimizer", optimizer, *args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert float(result.stdout.split("test accuracy ")[1].split("%")[0]) > 90
+    saved = gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu")
+    assert type(saved.optimizer).__name__ == kind and saved.optimizer.lr == lr and saved.optimizer.steps > 0
+    steps = saved.optimizer.steps
+    result = gpubp_cli("train", "--resume", "m.safetensors", "--epochs", "4", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    resumed = gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu")
+    assert type(resumed.optimizer).__name__ == kind and resumed.optimizer.steps == steps * 4 // 3
+
+
+def test_momentum_is_refused_for_adam(tmp_path):
+    result = gpubp_cli("train", "--optimizer", "adam", "--momentum", "0.5", cwd=tmp_path)
+    assert_clean_error(result, "--momentum is for --optimizer sgd; adam keeps its own moments")

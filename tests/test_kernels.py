@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import activations, kernels, losses
+from gpubp import activations, kernels, losses, optim
 
 from .conftest import require_gpu, require_tool
 
@@ -61,6 +61,7 @@ HOST_PRELUDE = """
 #include <cmath>
 using std::exp;
 using std::log;
+using std::sqrt;
 using std::tanh;
 struct Dim3 { unsigned x, y, z; };
 static Dim3 blockIdx, threadIdx, blockDim;
@@ -253,6 +254,30 @@ def test_kernel_functions_are_built_once_and_then_looked_up(tmp_path):
         cache.modules[(0, "float32", "sigmoid")].lib.set_thread(0, i, 3)
         first(*pointers, ctypes.c_longlong(3), ctypes.c_longlong(3))
     np.testing.assert_allclose(a, 1 / (1 + np.exp(-b)), rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kind, options",
+    [("Adam", {}), ("Adam", {"weight_decay": 0.01}), ("Adam", {"betas": (0.3, 0.9)}),
+     ("AdamW", {}), ("AdamW", {"weight_decay": 0.1, "betas": (0.2, 0.95), "eps": 1e-6})],
+    ids=["adam", "adam-l2", "adam-beta1-below-half", "adamw", "adamw-options"],
+)  # fmt: skip
+def test_adam_kernel_matches_the_unfused_optimizer(host, kind, options):
+    net = gpubp.MLP([20, 13, 3], dtype=host.dtype.name, device="cpu", seed=2)
+    opt = optim.OPTIMIZERS[kind](net, lr=0.01, **options)
+    grads = net.new_grads()
+    params, m, v = net.params.copy(), opt.m.copy(), opt.v.copy()
+    (beta1, beta2), wd = opt.betas, opt.weight_decay
+    for step in range(1, 4):
+        grads.flat[...] = random(grads.flat.shape, host.dtype, 20 + step)
+        opt.step(grads)  # the NumPy path
+        weight = 1 - beta1
+        host.launch(
+            "adam_step", params.size, params, grads.flat, m, v, params.size, 1 - opt.lr * wd, wd, opt.decoupled,
+            weight, 1 - weight, beta2, 1 - beta2, -opt.lr / (1 - beta1**step), (1 - beta2**step) ** 0.5, opt.eps,
+        )  # fmt: skip
+    for fused, unfused in ((params, net.params), (m, opt.m), (v, opt.v)):
+        np.testing.assert_array_equal(fused, unfused)  # the same operations in the same order
 
 
 # --- on a real GPU -------------------------------------------------------------------------

@@ -103,7 +103,7 @@ def test_a_gpu_array_given_to_a_cpu_net_is_copied_over():
     [
         ({"batch_size": 0}, r"batch_size must be ≥ 1; got 0"),
         ({"epochs": 0}, r"epochs must be ≥ 1; got 0"),
-        ({"optimizer": "sgd"}, r"optimizer must be a gpubp.SGD; got 'sgd'"),
+        ({"optimizer": "sgd"}, r"optimizer must be a gpubp.SGD, Adam or AdamW; got 'sgd'"),
         ({"callbacks": [print]}, r"callbacks must be gpubp.Callback objects"),
         ({"log": "/no/such/folder/run.jsonl"}, r"log: the folder for '/no/such/folder/run.jsonl' does not exist"),
     ],
