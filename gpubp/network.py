@@ -311,7 +311,13 @@ class MLP:
             return trace
 
     def backward(
-        self, trace: Trace, Y, out: Grads | None = None, workspace: Workspace | None = None, validate: bool = True
+        self,
+        trace: Trace,
+        Y,
+        out: Grads | None = None,
+        workspace: Workspace | None = None,
+        validate: bool = True,
+        row_weights=None,
     ) -> Grads:
         """The backward pass: the chain rule, layer by layer, from the output back.
 
@@ -321,6 +327,8 @@ class MLP:
 
         Writes the gradients into `out` when given, and the deltas into `workspace`'s arrays.
         validate=False skips the checks of Y, for callers that made it with `targets()`.
+        row_weights (N,), on the net's device: each row's share of the blame, in place of 1
+        (the output delta of row i is multiplied by row_weights[i]; N × w / Σw gives a weighted mean).
         """
         ws = workspace or NO_WORKSPACE
         xp = self.xp
@@ -338,6 +346,8 @@ class MLP:
                 out=ws.delta(last, n),
                 scratch=ws.scratch(n, self.sizes[-1]),
             )
+            if row_weights is not None:
+                deltas[last] *= row_weights.reshape(-1, 1)
             for l in range(last - 1, -1, -1):
                 upstream = xp.matmul(deltas[l + 1], self.weights[l + 1].T, out=ws.delta(l, n))  # ∂E/∂a[l+1]
                 deltas[l] = self.activation.backprop(
