@@ -41,6 +41,7 @@ except ImportError as e:  # pragma: no cover - the message is the point
 from .backend import gpu_available, to_numpy
 from .network import MLP
 from .optim import SGD, Adam
+from .train import _gather
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}  # sklearn: gpubp
 OUTPUTS = {"identity": ("identity", "mse"), "logistic": ("sigmoid", "bce"), "softmax": ("softmax", "cross_entropy")}
@@ -258,14 +259,14 @@ class _BaseMLP(BaseEstimator):
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
 
-    def _loss_and_grads(self, X, Y, weights, grads):
+    def _loss_and_grads(self, X, Y, weights, grads, workspace=None):
         """scikit-learn's batch loss (a device scalar) and gradient, into `grads`, for rows X, Y on the device."""
         net, xp = self.net_, self.net_.xp
         n = len(X)
-        trace = net.forward(X, validate=False)
+        trace = net.forward(X, workspace, validate=False)
         total = n if weights is None else float(weights.sum())
         row_weights = None if weights is None else net.device.asarray(weights * (n / total), dtype=net.dtype)
-        net.backward(trace, Y, out=grads, validate=False, row_weights=row_weights)
+        net.backward(trace, Y, out=grads, workspace=workspace, validate=False, row_weights=row_weights)
         penalty = 0
         for W, g in zip(net.weights, grads.weights):  # alpha·W / rows on the weights, none on the intercepts
             g += xp.multiply(W, self.alpha / total)
@@ -340,19 +341,24 @@ class _BaseMLP(BaseEstimator):
                 )
             batch_size = int(numpy.clip(self.batch_size, 1, n))
         sample_idx = numpy.arange(n, dtype=int)
+        xp = net.xp
         with net.device.activate():
             X_d, Y_d = net.inputs(X_train), net.device.asarray(y_train)
-            grads = net.new_grads()
+            grads, workspace = net.new_grads(), net.workspace(batch_size)  # made once: the steps write into them
+            X_batch = xp.empty((batch_size, X_d.shape[1]), dtype=net.dtype)
+            Y_batch = xp.empty((batch_size, Y_d.shape[1]), dtype=net.dtype)
             self.n_iter_ = 0
             for _ in range(self.max_iter):
                 if self.shuffle:
                     sample_idx = shuffle(sample_idx, random_state=self._random_state)
+                order = net.device.asarray(sample_idx)  # one copy to the device per epoch
                 accumulated = 0.0
                 for batch in gen_batches(n, batch_size):
-                    rows = sample_idx[batch]
-                    rows_d = net.device.asarray(rows)
+                    rows, m = sample_idx[batch], batch.stop - batch.start
+                    xb = _gather(xp, X_d, order[batch], X_batch[:m])
+                    yb = _gather(xp, Y_d, order[batch], Y_batch[:m])
                     weights = None if weight_train is None else weight_train[rows]
-                    loss = self._loss_and_grads(X_d[rows_d], Y_d[rows_d], weights, grads)
+                    loss = self._loss_and_grads(xb, yb, weights, grads, workspace)
                     accumulated = accumulated + loss * len(rows)  # stays on the device until the epoch ends
                     self._optimizer.step(grads)
                 self.n_iter_ += 1

@@ -8,6 +8,7 @@ import numpy as np
 
 import gpubp
 
+from .conftest import require_tool
 from .test_datasets import small_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,3 +93,13 @@ def test_readme_training_example_runs_as_written(tmp_path):
     result = run_code(readme_python_block("gpubp.fit("), cwd=tmp_path)
     assert float(result.stdout.split("best val_accuracy ")[1].split("%")[0]) > 90
     assert (tmp_path / "digits.safetensors").exists()
+
+
+def test_sklearn_pipeline_example_searches_and_scores():
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        require_tool("the sklearn extra is not installed: pip install 'gpubp[sklearn]'")
+    out = run_example("sklearn_pipeline.py", "--device", "cpu", "--max-iter", "30")
+    accuracy = float(out.split("test accuracy ")[1].split("%")[0])
+    assert accuracy > 90 and "on cpu" in out and "best: {'mlpclassifier__alpha'" in out
