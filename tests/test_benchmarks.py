@@ -58,3 +58,23 @@ def test_scaling_script_compares_one_process_with_two_ranks(tmp_path):
     assert two["ranks"] == 2 and two["alpha_s"] > 0 and two["beta_bytes_per_s"] > 0
     assert all(0 < row["allreduce_ms"] < row["step_ms"] for row in two["rows"])
     assert "| 1024 | 1024 | 2 | 1 |" in result.stdout
+
+
+def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
+    from .conftest import require_tool
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        require_tool("the sklearn extra is not installed: pip install 'gpubp[sklearn]'")
+    out = tmp_path / "fit.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "sklearn_fit.py"), "--tiny", "--repeats", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["device"] == "cpu" and row["gpubp"] > 0 and row["sklearn"] > 0
+    assert f"| cpu | 784-256-10 | {row['gpubp']:.3f} | {row['sklearn']:.3f} |" in result.stdout
