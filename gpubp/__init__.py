@@ -25,6 +25,7 @@ from .errors import (
     TrainingDiverged,
 )
 from .gradcheck import gradcheck
+from .monitor import LayerMonitor, learning_speeds
 from .network import MLP, Grads, Trace
 from .optim import SGD, Adam, AdamW, Optimizer
 from .train import evaluate, fit
@@ -48,6 +49,7 @@ __all__ = [
     "GpubpError",
     "Grads",
     "History",
+    "LayerMonitor",
     "ModelCheckpoint",
     "OutOfMemory",
     "ShapeError",
@@ -64,6 +66,7 @@ __all__ = [
     "gpu_available",
     "gpu_unavailable_reason",
     "gradcheck",
+    "learning_speeds",
     "load",
     "load_checkpoint",
     "save",

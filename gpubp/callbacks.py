@@ -30,22 +30,31 @@ class History:
     val_accuracy: list = field(default_factory=list)
     seconds: list = field(default_factory=list)
     lr: list = field(default_factory=list)
+    layers: list = field(default_factory=list)  # per epoch: LayerMonitor's list of per-layer dicts, or None
 
     def append(self, record: dict) -> None:
         self.epoch.append(record["epoch"])
-        for name in METRICS:
+        for name in (*METRICS, "layers"):
             getattr(self, name).append(record.get(name))
 
     def records(self) -> list[dict]:
         """One dict per epoch, as written to a --log file."""
-        return [{"epoch": e, **{m: getattr(self, m)[i] for m in METRICS}} for i, e in enumerate(self.epoch)]
+        records = []
+        for i, e in enumerate(self.epoch):
+            record = {"epoch": e, **{m: getattr(self, m)[i] for m in METRICS}}
+            if i < len(self.layers) and self.layers[i] is not None:
+                record["layers"] = self.layers[i]
+            records.append(record)
+        return records
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, **{m: getattr(self, m) for m in METRICS}}
+        return {"epoch": self.epoch, **{m: getattr(self, m) for m in (*METRICS, "layers")}}
 
     @classmethod
     def from_dict(cls, data: dict) -> History:
-        return cls(**{k: list(data.get(k, [])) for k in ("epoch", *METRICS)})
+        history = cls(**{k: list(data.get(k, [])) for k in ("epoch", *METRICS, "layers")})
+        history.layers += [None] * (len(history.epoch) - len(history.layers))  # from a run without a monitor
+        return history
 
     def __len__(self) -> int:
         return len(self.epoch)
@@ -71,6 +80,13 @@ class Callback:
     def on_train_begin(self, state: TrainState) -> None: ...
 
     def on_epoch_begin(self, state: TrainState) -> None: ...
+
+    def on_step_end(self, state: TrainState, trace, grads) -> None:
+        """After each step's backward pass (and all-reduce), before the update: the step's Trace
+        (None on a rank with no rows in the step) and Grads. Only callbacks that override it are called."""
+
+    def on_epoch_record(self, state: TrainState, record: dict) -> None:
+        """Add numbers of your own to the epoch's record, before it goes to the History and the log."""
 
     def on_epoch_end(self, state: TrainState, record: dict) -> None: ...
 

@@ -223,6 +223,14 @@ def fit(
             raise _out_of_memory(net, batch_size) from e
         _start_together(comm, net, optimizer, X)
         progress = _Progress(progress, epochs, loop.batches, sys.stderr)
+        watchers = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
+        step_hook = None
+        if watchers:
+
+            def step_hook(trace, grads):
+                for cb in watchers:
+                    cb.on_step_end(state, trace, grads)
+
         for cb in callbacks:
             cb.on_train_begin(state)
         for epoch in range(initial_epoch + 1, epochs + 1):
@@ -232,7 +240,7 @@ def fit(
             progress.epoch_begin(epoch)
             started = time.perf_counter()
             try:
-                record = {"epoch": epoch, **loop.run(epoch, progress.batch_done)}
+                record = {"epoch": epoch, **loop.run(epoch, progress.batch_done, step_hook)}
             except Exception as e:
                 if not is_out_of_memory(e):
                     raise
@@ -243,6 +251,8 @@ def fit(
                     metrics = val()  # checked once, before the first epoch
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
             record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
+            for cb in callbacks:
+                cb.on_epoch_record(state, record)
             state.history.append(record)
             if log is not None:
                 with open(log, "a") as f:
@@ -356,7 +366,7 @@ class _EpochLoop:
         self.order_host = numpy.empty_like(self.rows)
         self.order = self.order_host if net.device.kind == "cpu" else xp.empty(len(X), dtype=self.rows.dtype)
 
-    def run(self, epoch: int, batch_done) -> dict:
+    def run(self, epoch: int, batch_done, step_hook=None) -> dict:
         """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
         net, xp, n = self.net, self.net.xp, len(self.X)
         self.last_good[...] = net.params
@@ -389,6 +399,8 @@ class _EpochLoop:
                 # they give the mean over the whole global batch, even when the shares differ.
                 self.grads.flat *= len(rows) / len(batch)
                 self.comm.allreduce_sum(self.grads.flat)
+            if step_hook is not None:  # a LayerMonitor, say: it sees this step's trace and gradients
+                step_hook(trace if len(rows) else None, self.grads)
             self.optimizer.step(self.grads)
             batch_done()
         if self.comm.size > 1:

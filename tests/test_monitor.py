@@ -1,0 +1,138 @@
+"""Watching the blame flow: learning_speeds and LayerMonitor against hand computations and constructed nets."""
+
+import json
+
+import numpy as np
+import pytest
+
+import gpubp
+from gpubp import monitor, train
+
+from .conftest import require_gpu
+
+
+def data(n=48, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 5)), rng.integers(0, 3, n)
+
+
+def sigmoid_net(device="cpu", seed=1):
+    return gpubp.MLP(
+        [5, 7, 6, 3], activation="sigmoid", loss="cross_entropy", dtype="float64", device=device, seed=seed
+    )
+
+
+@pytest.mark.parametrize("batch_size", [4096, 10])
+def test_learning_speeds_are_the_bias_gradient_norms_of_the_mean_loss(batch_size):
+    X, y = data()
+    net = sigmoid_net()
+    grads = net.backward(net.forward(X), y)  # the whole set in one batch: the mean loss's gradient
+    expected = [np.linalg.norm(b) for b in grads.biases]
+    np.testing.assert_allclose(gpubp.learning_speeds(net, X, y, batch_size=batch_size), expected, rtol=1e-12)
+
+
+def test_the_monitor_matches_a_replay_by_hand():
+    X, y = data()
+    net = sigmoid_net()
+    start = net.params.copy()
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=16, shuffle=False, optimizer=gpubp.SGD(net, lr=0.5),
+                        callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
+    [layers] = history.layers
+    replay = sigmoid_net()
+    speeds, grad_norms = [], []
+    for step in range(3):  # 48 rows, batches of 16, in order
+        rows = slice(16 * step, 16 * step + 16)
+        grads = replay.backward(replay.forward(X[rows]), y[rows])
+        speeds.append([np.linalg.norm(b) for b in grads.biases])
+        grad_norms.append([np.linalg.norm(w) for w in grads.weights])
+        gpubp.SGD(replay, lr=0.5).step(grads)
+    np.testing.assert_array_equal(replay.params, net.params)
+    for l, layer in enumerate(layers):
+        assert layer["layer"] == l
+        assert layer["speed"] == pytest.approx(np.mean([s[l] for s in speeds]), rel=1e-12)
+        assert layer["grad_norm"] == pytest.approx(np.mean([g[l] for g in grad_norms]), rel=1e-12)
+        W_start = gpubp.MLP([5, 7, 6, 3], activation="sigmoid", loss="cross_entropy", dtype="float64",
+                            device="cpu", seed=1).weights[l]  # fmt: skip
+        assert layer["weight_norm"] == pytest.approx(np.linalg.norm(net.weights[l]), rel=1e-12)
+        ratio = np.linalg.norm(net.weights[l] - W_start) / np.linalg.norm(net.weights[l])
+        assert layer["update_ratio"] == pytest.approx(ratio, rel=1e-12)
+    assert not np.array_equal(start, net.params)
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_saturation_on_nets_pushed_into_it_and_kept_out(activation):
+    X, y = data()
+    net = gpubp.MLP([5, 7, 6, 3], activation=activation, loss="cross_entropy", dtype="float64", device="cpu")
+    net.weights[0][...] = 0
+    net.biases[0][...] = 50  # every unit of layer 0 far out on the flat part
+    net.weights[1][...] *= 1e-3
+    net.biases[1][...] = 0  # layer 1 near z = 0, where f' is largest
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=16, optimizer=gpubp.SGD(net, lr=1e-9),
+                        callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
+    first, second, output = history.layers[0]
+    assert first["saturated"] == 1.0 and second["saturated"] == 0.0 and "saturated" not in output
+
+
+def test_a_unit_that_never_fires_is_dead():
+    X, y = data()
+    net = gpubp.MLP([5, 8, 4, 3], activation="relu", loss="cross_entropy", dtype="float64", device="cpu")
+    net.biases[0][:3] = -1e3  # three of eight units never fire
+    net.biases[1][...] = 1e3  # every unit of layer 1 always fires
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=16, optimizer=gpubp.SGD(net, lr=1e-9),
+                        callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
+    first, second, _ = history.layers[0]
+    assert first["dead"] == 3 / 8 and second["dead"] == 0.0
+
+
+def test_the_numbers_reach_the_log_and_the_history_and_survive_a_checkpoint(tmp_path):
+    X, y = data()
+    net = sigmoid_net()
+    log, path = tmp_path / "run.jsonl", tmp_path / "m.safetensors"
+    history = gpubp.fit(net, X, y, epochs=2, log=log, progress=False,
+                        callbacks=[gpubp.LayerMonitor(), gpubp.ModelCheckpoint(path)])  # fmt: skip
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [len(r["layers"]) for r in records] == [3, 3] and [r["layers"] for r in records] == history.layers
+    assert [r["layers"] for r in history.records()] == history.layers
+    saved = gpubp.History.from_dict(gpubp.load_checkpoint(path, device="cpu").meta["history"])
+    assert saved.layers == history.layers
+    plain = gpubp.fit(sigmoid_net(), X, y, epochs=1, progress=False)
+    assert plain.layers == [None] and "layers" not in plain.records()[0]
+
+
+def test_no_read_back_per_step(monkeypatch):
+    # Read-backs from the device go through to_numpy: their number must not grow with the steps.
+    calls = []
+    for module in (monitor, train):
+        real = module.to_numpy
+        monkeypatch.setattr(module, "to_numpy", lambda x, real=real: calls.append(1) or real(x))
+
+    def read_backs(rows):
+        X, y = data(rows)
+        calls.clear()
+        gpubp.fit(sigmoid_net(), X, y, epochs=2, batch_size=8, callbacks=[gpubp.LayerMonitor()], progress=False)
+        return len(calls)
+
+    assert read_backs(16) == read_backs(96) > 0  # 2 steps an epoch, or 12: the same read-backs
+
+
+def test_bad_arguments():
+    with pytest.raises(gpubp.ArgumentError, match="every must be a whole number ≥ 1; got 0"):
+        gpubp.LayerMonitor(every=0)
+    X, y = data()
+    with pytest.raises(gpubp.ArgumentError, match="batch_size must be a whole number ≥ 1; got 0"):
+        gpubp.learning_speeds(sigmoid_net(), X, y, batch_size=0)
+
+
+@pytest.mark.gpu
+def test_the_monitor_on_the_gpu_matches_the_cpu():
+    require_gpu()
+    X, y = data()
+    results = []
+    for device in ("cpu", "gpu"):
+        net = sigmoid_net(device)
+        history = gpubp.fit(net, X, y, epochs=2, batch_size=16, callbacks=[gpubp.LayerMonitor()], progress=False)
+        results.append((history.layers, gpubp.learning_speeds(net, X, y)))
+    for cpu_layer, gpu_layer in zip(results[0][0][-1], results[1][0][-1]):
+        for key, value in cpu_layer.items():
+            assert gpu_layer[key] == pytest.approx(value, rel=1e-10), key
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10)
