@@ -23,9 +23,10 @@ import numpy
 from . import atomic, backend, checkpoint, datasets, distributed, plot, train
 from ._version import __version__
 from .activations import ACTIVATIONS, HIDDEN
-from .callbacks import CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
+from .callbacks import Callback, CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
 from .errors import GpubpError
 from .losses import LOSSES
+from .monitor import LayerMonitor
 from .network import DTYPES, MLP
 from .optim import SGD, Adam, AdamW, Optimizer
 
@@ -214,6 +215,10 @@ def cmd_train(args) -> int:
     save_path = Path(args.save or args.resume or f"gpubp-{split.name}.safetensors")
     saver = ModelCheckpoint(save_path, settings=settings, standardizer=scaler)
     callbacks = [saver]  # last, so that it saves what early stopping restores
+    if args.monitor:
+        monitor = LayerMonitor()
+        callbacks.insert(0, _MonitorLines(monitor, say))
+        callbacks.insert(0, monitor)
     if settings["schedule"] == "cosine":
         callbacks.insert(0, CosineLR())
     elif settings["schedule"] == "step":
@@ -282,6 +287,16 @@ def cmd_train(args) -> int:
 
 def _silent(*args, **kwargs) -> None:
     pass
+
+
+class _MonitorLines(Callback):
+    """--monitor: a compact line of each layer's numbers after each epoch's line."""
+
+    def __init__(self, monitor, say):
+        self.monitor, self.say = monitor, say
+
+    def on_epoch_end(self, state, record):
+        self.say(f"  layers  {self.monitor.line(record)}", file=sys.stderr)
 
 
 # --- eval, predict, info -------------------------------------------------------
@@ -445,6 +460,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log", help="write one JSON object per epoch to this .jsonl file")
     t.add_argument("--plot", help="draw the loss and accuracy curves into this .png (needs gpubp[plot])")
     t.add_argument("--no-progress", action="store_true", help="plain lines instead of a progress bar")
+    t.add_argument(
+        "--monitor",
+        action="store_true",
+        help="watch each layer: speed of learning, update ratio, saturated or dead units (printed, logged, plotted)",
+    )
     t.set_defaults(run=cmd_train)
 
     e = commands.add_parser("eval", help="loss and accuracy of a saved model on a data set's test rows")

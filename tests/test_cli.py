@@ -275,3 +275,19 @@ def test_train_with_each_optimizer_and_resume_it(tmp_path, optimizer, kind, lr):
 def test_momentum_is_refused_for_adam(tmp_path):
     result = gpubp_cli("train", "--optimizer", "adam", "--momentum", "0.5", cwd=tmp_path)
     assert_clean_error(result, "--momentum is for --optimizer sgd; adam keeps its own moments")
+
+
+def test_train_monitor_prints_logs_and_plots_each_layer(tmp_path):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        require_tool("the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'")
+    args = ["train", "--data", "digits", "--layers", "30,30", "--activation", "sigmoid", "--epochs", "2",
+            "--monitor", "--log", "run.jsonl", "--plot", "run.png", "--no-progress"]  # fmt: skip
+    result = gpubp_cli(*args, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("  layers  ")]
+    assert len(lines) == 2 and all(line.count(" speed ") == 3 and "sat " in line for line in lines)
+    records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()][:2]
+    assert [[layer["layer"] for layer in r["layers"]] for r in records] == [[0, 1, 2], [0, 1, 2]]
+    assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"

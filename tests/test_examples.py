@@ -103,3 +103,17 @@ def test_sklearn_pipeline_example_searches_and_scores():
     out = run_example("sklearn_pipeline.py", "--device", "cpu", "--max-iter", "30")
     accuracy = float(out.split("test accuracy ")[1].split("%")[0])
     assert accuracy > 90 and "on cpu" in out and "best: {'mlpclassifier__alpha'" in out
+
+
+def test_vanishing_gradients_example_shows_nielsens_table(tmp_path):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        require_tool("the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'")
+    out = run_example("vanishing_gradients.py", "--epochs", "5", "--plot", str(tmp_path / "v.png"))
+    rows = [line for line in out.splitlines() if line.startswith("  [64, 30, 30, 30, 30, 10]")]
+    sigmoid, relu = ([float(r) for r in row.split(": ")[1].split(", ")] for row in rows)
+    assert len(sigmoid) == len(relu) == 3
+    assert min(sigmoid) > 3  # each earlier sigmoid layer learns several times slower than the next
+    assert all(0.5 < r < 2 for r in relu)  # ReLU with He's initialisation: within a small factor
+    assert (tmp_path / "v.png").read_bytes()[:4] == b"\x89PNG"
