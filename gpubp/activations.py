@@ -179,7 +179,7 @@ ACTIVATIONS = {
     for act in (
         Activation("sigmoid", sigmoid, sigmoid_prime, cuda=("1 / (1 + exp(-z))", "a * (1 - a)")),
         Activation("tanh", tanh, tanh_prime, cuda=("tanh(z)", "1 - a * a")),
-        Activation("relu", relu, relu_prime, cuda=("z > 0 ? z : T(0)", "a > 0 ? T(1) : T(0)")),
+        Activation("relu", relu, relu_prime, cuda=("z > 0 || z != z ? z : T(0)", "a > 0 ? T(1) : T(0)")),  # NaN stays
         Activation(
             "leaky_relu",
             leaky_relu,

@@ -163,9 +163,9 @@ class NCCL(MPI):
         super().__init__(timeout)
         self.xp = device.xp
         with device.activate():
-            uid = numpy.array(self.nccl.get_unique_id() if self.rank == 0 else [0] * 128, dtype=numpy.int64)
-            super().broadcast(uid)
-            self.communicator = self.nccl.NcclCommunicator(self.size, tuple(int(v) for v in uid), self.rank)
+            # CuPy 14: the unique id is bytes (a tuple of ints before), and the communicator takes those bytes
+            uid = self.broadcast_bytes(self.nccl.get_unique_id() if self.rank == 0 else None)
+            self.communicator = self.nccl.NcclCommunicator(self.size, uid, self.rank)
         self._types = {numpy.dtype("float32"): self.nccl.NCCL_FLOAT32, numpy.dtype("float64"): self.nccl.NCCL_FLOAT64}
 
     def _finish(self, what: str) -> None:

@@ -18,6 +18,7 @@ Needs the sklearn extra: pip install 'gpubp[sklearn]'. `import gpubp` never impo
 from __future__ import annotations
 
 import warnings
+from numbers import Integral, Real
 
 import numpy
 
@@ -32,9 +33,14 @@ try:
     from sklearn.model_selection import train_test_split
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, gen_batches, shuffle
+
+    # scikit-learn's own parameter constraints, sample-weight checks and L-BFGS report, so that bad values
+    # and warnings read exactly as scikit-learn's do. These live in private modules (stable since 1.2).
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
-    from sklearn.utils.validation import check_array, check_is_fitted, column_or_1d, validate_data
+    from sklearn.utils.optimize import _check_optimize_result
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, column_or_1d, validate_data
 except ImportError as e:  # pragma: no cover - the message is the point
     raise MissingDependency(f"gpubp.sklearn needs scikit-learn and scipy: pip install 'gpubp[sklearn]' ({e})") from e
 
@@ -60,13 +66,23 @@ class _SklearnAdam(Adam):
         self.eps = self.epsilon / (1 - self.betas[1] ** (self.steps + 1)) ** 0.5
         super().step(grads)
 
+    def iteration_ends(self, samples_seen: int) -> None:
+        pass
+
+    def stop(self) -> bool:
+        return True
+
 
 class _SklearnSGD(SGD):
-    """scikit-learn's SGD. Its velocity holds −lr·v, so when lr changes, v is rescaled to keep that product."""
+    """scikit-learn's SGD, with its learning-rate schedule fixed when it is made, as scikit-learn's is.
 
-    def __init__(self, net, lr, momentum, nesterov):
-        super().__init__(net, lr=lr, momentum=momentum, nesterov=nesterov and momentum > 0)
-        self._velocity_lr = lr
+    Its velocity holds −lr·v, so when lr changes, v is rescaled to keep that product.
+    """
+
+    def __init__(self, net, lr, momentum, nesterov, schedule, power_t):
+        super().__init__(net, lr=lr, momentum=min(momentum, 0.5), nesterov=nesterov and momentum > 0)
+        self.momentum = momentum  # scikit-learn allows momentum = 1, which gpubp.SGD's check does not
+        self.schedule, self.power_t, self._velocity_lr = schedule, power_t, lr
 
     def step(self, grads) -> None:
         if self.velocity is not None and self.lr != self._velocity_lr:
@@ -74,9 +90,48 @@ class _SklearnSGD(SGD):
             self._velocity_lr = self.lr
         super().step(grads)
 
+    def iteration_ends(self, samples_seen: int) -> None:
+        if self.schedule == "invscaling":
+            self.lr = float(self.initial_lr) / (samples_seen + 1) ** self.power_t
+
+    def stop(self) -> bool:
+        """At no improvement: 'adaptive' divides lr by 5 and goes on, until lr ≤ 1e-6."""
+        if self.schedule != "adaptive" or self.lr <= 1e-6:
+            return True
+        self.lr /= 5.0
+        return False
+
 
 class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share: fit, partial_fit, the solvers and the fitted attributes."""
+
+    _parameter_constraints: dict = {  # scikit-learn's, with gpubp's device and dtype
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "solver": [StrOptions(set(SOLVERS))],
+        "alpha": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions(set(SCHEDULES))],
+        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
+        "power_t": [Interval(Real, 0, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "beta_1": [Interval(Real, 0, 1, closed="left")],
+        "beta_2": [Interval(Real, 0, 1, closed="left")],
+        "epsilon": [Interval(Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {numpy.inf})],
+        "max_fun": [Interval(Integral, 1, None, closed="left")],
+        "device": [str],
+        "dtype": [None, StrOptions({"float32", "float64"}), type],
+    }
 
     def __init__(
         self,
@@ -137,8 +192,11 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def coefs_(self) -> list:
-        """The weight matrices, (n_in, n_out) each, as NumPy arrays (views of the weights on the CPU)."""
-        return [to_numpy(W) for W in self._net().weights]
+        """The weight matrices, (n_in, n_out) each, as NumPy arrays (views of the weights on the CPU).
+
+        coefs_ = [...] and coefs_[i] = W both set the weights that predict and a warm-started fit use.
+        """
+        return _Layers(self, self._net().weights, "coefs_")
 
     @coefs_.setter
     def coefs_(self, values) -> None:
@@ -146,8 +204,8 @@ class _BaseMLP(BaseEstimator):
 
     @property
     def intercepts_(self) -> list:
-        """The bias vectors, one per layer, as NumPy arrays."""
-        return [to_numpy(b) for b in self._net().biases]
+        """The bias vectors, one per layer, as NumPy arrays; assignable as coefs_ is."""
+        return _Layers(self, self._net().biases, "intercepts_")
 
     @intercepts_.setter
     def intercepts_(self, values) -> None:
@@ -176,18 +234,15 @@ class _BaseMLP(BaseEstimator):
         return self._fit(X, y, sample_weight, incremental=False)
 
     def _check_params(self):
-        if self.solver not in SOLVERS:
-            raise ValueError(f"solver must be one of {SOLVERS}; got {self.solver!r}")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation must be one of {tuple(ACTIVATIONS)}; got {self.activation!r}")
-        if self.learning_rate not in SCHEDULES:
-            raise ValueError(f"learning_rate must be one of {SCHEDULES}; got {self.learning_rate!r}")
+        self._validate_params()  # scikit-learn's InvalidParameterError, with its messages
         if self.dtype not in (None, "float32", "float64", numpy.float32, numpy.float64):
             raise ValueError(f"dtype must be None, 'float32' or 'float64'; got {self.dtype!r}")
         hidden = self.hidden_layer_sizes
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if any(h <= 0 for h in hidden):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        if not all(isinstance(h, Integral) for h in hidden):
+            raise TypeError(f"hidden_layer_sizes must be whole numbers of units; got {hidden}")
         return [int(h) for h in hidden]
 
     def _fit(self, X, y, sample_weight, incremental):
@@ -196,37 +251,35 @@ class _BaseMLP(BaseEstimator):
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
         if scipy.sparse.issparse(X):
             X = X.toarray()  # the network multiplies dense matrices
-        dtype = numpy.dtype(self.dtype) if self.dtype is not None else X.dtype
+        dtype = drawn = numpy.dtype(self.dtype) if self.dtype is not None else X.dtype
         X = numpy.ascontiguousarray(X, dtype=dtype)
         if sample_weight is not None:
-            sample_weight = check_array(sample_weight, ensure_2d=False, dtype=numpy.float64, input_name="sample_weight")
-            if sample_weight.shape != (len(X),):
-                raise ValueError(f"sample_weight.shape == {sample_weight.shape}, expected ({len(X)},)!")
-            if not sample_weight.any():
-                raise ValueError("Sample weights must contain at least one non-zero number.")
-            if (sample_weight < 0).any():
-                raise ValueError("Negative values in data passed to `sample_weight`")
+            sample_weight = _check_sample_weight(sample_weight, X, dtype=numpy.float64)
         if y.ndim == 1:
             y = y.reshape(-1, 1)
         self.n_outputs_ = y.shape[1]
         layer_units = [X.shape[1], *hidden, self.n_outputs_]
         self._random_state = check_random_state(self.random_state)
         if first_pass:
-            self._initialize(y, layer_units, dtype)
+            self._initialize(y, layer_units, dtype, drawn)
+        else:
+            self._check_same_network(layer_units, dtype)
         y = y.astype(self.net_.dtype)
         if self.solver == "lbfgs":
             self._fit_lbfgs(X, y, sample_weight)
         else:
             self._fit_stochastic(X, y, sample_weight, incremental)
-        if not bool(self.net_.xp.isfinite(self.net_.params).all()):
+        with self.net_.device.activate():
+            finite = bool(self.net_.xp.isfinite(self.net_.params).all())
+        if not finite:
             raise ValueError(
                 "Solver produced non-finite parameter weights. The input data may"
                 " contain large values and need to be preprocessed."
             )
         return self
 
-    def _initialize(self, y, layer_units, dtype):
-        """Fresh weights, drawn as scikit-learn draws them, and the attributes of a first fit."""
+    def _initialize(self, y, layer_units, dtype, drawn):
+        """Fresh weights, drawn as scikit-learn draws them (rounded to `drawn`), and the attributes of a first fit."""
         self.n_iter_ = 0
         self.t_ = 0
         self.n_layers_ = len(layer_units)
@@ -239,14 +292,15 @@ class _BaseMLP(BaseEstimator):
         output, loss = OUTPUTS[self.out_activation_]
         net = MLP(layer_units, ACTIVATIONS[self.activation], output, loss, dtype=dtype, device=self.device)
         factor = 2.0 if self.activation == "logistic" else 6.0  # Glorot's uniform bound, as scikit-learn has it
-        for W, b in zip(net.weights, net.biases):
-            fan_in, fan_out = W.shape
-            bound = numpy.sqrt(factor / (fan_in + fan_out))
-            W[...] = net.device.asarray(self._random_state.uniform(-bound, bound, (fan_in, fan_out)).astype(dtype))
-            b[...] = net.device.asarray(self._random_state.uniform(-bound, bound, fan_out).astype(dtype))
+        with net.device.activate():  # the net's GPU, whichever is current
+            for W, b in zip(net.weights, net.biases):
+                fan_in, fan_out = W.shape
+                bound = numpy.sqrt(factor / (fan_in + fan_out))
+                W[...] = net.device.asarray(self._random_state.uniform(-bound, bound, (fan_in, fan_out)).astype(drawn))
+                b[...] = net.device.asarray(self._random_state.uniform(-bound, bound, fan_out).astype(drawn))
+            self._best_params = net.params.copy()
         self.net_ = net
         self.__dict__.pop("_optimizer", None)
-        self._best_params = net.params.copy()
         if self.solver != "lbfgs":
             self.loss_curve_ = []
             self._no_improvement_count = 0
@@ -258,6 +312,19 @@ class _BaseMLP(BaseEstimator):
                 self.best_loss_ = numpy.inf
                 self.validation_scores_ = None
                 self.best_validation_score_ = None
+
+    def _check_same_network(self, layer_units, dtype):
+        """A warm start or partial_fit continues the network it has: say so when the parameters now ask for another."""
+        net = self.net_
+        asked = (tuple(layer_units), ACTIVATIONS[self.activation], numpy.dtype(dtype).name)
+        have = (net.sizes, net.activation.name, net.dtype.name)
+        if asked != have:
+            raise ValueError(
+                f"this {type(self).__name__} holds a network of sizes {list(have[0])}, activation "
+                f"{have[1]!r} and dtype {have[2]}, but its parameters and data now ask for sizes "
+                f"{list(asked[0])}, activation {asked[1]!r} and dtype {asked[2]}: set warm_start=False "
+                "(or start partial_fit on a fresh estimator) to train a new one"
+            )
 
     def _loss_and_grads(self, X, Y, weights, grads, workspace=None):
         """scikit-learn's batch loss (a device scalar) and gradient, into `grads`, for rows X, Y on the device."""
@@ -292,20 +359,19 @@ class _BaseMLP(BaseEstimator):
                 jac=True,
                 options={"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol},
             )
-            if result.status != 0:
-                warnings.warn(
-                    f"lbfgs failed to converge after {result.nit} iteration(s) (status={result.status}): "
-                    f"{result.message}. Increase the number of iterations, or scale the data.",
-                    ConvergenceWarning,
-                    stacklevel=3,
-                )
-            self.n_iter_ = min(int(result.nit), self.max_iter)
+            self.n_iter_ = _check_optimize_result("lbfgs", result, self.max_iter)
             self.loss_ = float(result.fun)
-            net.params[...] = net.device.asarray(result.x.astype(net.dtype))
+            if net.dtype != numpy.float64 and self.dtype is None:
+                # SciPy evaluates in X's dtype but returns float64 weights, which scikit-learn keeps: so do we.
+                net = self.net_ = _retyped(net, numpy.float64)
+            with net.device.activate():
+                net.params[...] = net.device.asarray(result.x.astype(net.dtype))
+                self._best_params = net.params.copy()
 
     def _make_optimizer(self):
         if self.solver == "sgd":
-            return _SklearnSGD(self.net_, self.learning_rate_init, self.momentum, self.nesterovs_momentum)
+            return _SklearnSGD(self.net_, self.learning_rate_init, self.momentum, self.nesterovs_momentum,
+                               self.learning_rate, self.power_t)  # fmt: skip
         return _SklearnAdam(self.net_, self.learning_rate_init, (self.beta_1, self.beta_2), self.epsilon)
 
     def _fit_stochastic(self, X, y, sample_weight, incremental):
@@ -340,15 +406,17 @@ class _BaseMLP(BaseEstimator):
                     "Got `batch_size` less than 1 or larger than sample size. It is going to be clipped", stacklevel=3
                 )
             batch_size = int(numpy.clip(self.batch_size, 1, n))
-        sample_idx = numpy.arange(n, dtype=int)
         xp = net.xp
         with net.device.activate():
             X_d, Y_d = net.inputs(X_train), net.device.asarray(y_train)
             grads, workspace = net.new_grads(), net.workspace(batch_size)  # made once: the steps write into them
             X_batch = xp.empty((batch_size, X_d.shape[1]), dtype=net.dtype)
             Y_batch = xp.empty((batch_size, Y_d.shape[1]), dtype=net.dtype)
-            self.n_iter_ = 0
-            for _ in range(self.max_iter):
+            sample_idx = numpy.arange(n, dtype=int)
+
+            def epoch():
+                """One pass over the training rows; scikit-learn's loss for it, read back once."""
+                nonlocal sample_idx
                 if self.shuffle:
                     sample_idx = shuffle(sample_idx, random_state=self._random_state)
                 order = net.device.asarray(sample_idx)  # one copy to the device per epoch
@@ -359,44 +427,51 @@ class _BaseMLP(BaseEstimator):
                     yb = _gather(xp, Y_d, order[batch], Y_batch[:m])
                     weights = None if weight_train is None else weight_train[rows]
                     loss = self._loss_and_grads(xb, yb, weights, grads, workspace)
-                    accumulated = accumulated + loss * len(rows)  # stays on the device until the epoch ends
+                    accumulated = accumulated + loss * m  # stays on the device until the epoch ends
                     self._optimizer.step(grads)
-                self.n_iter_ += 1
-                self.loss_ = float(accumulated) / n
-                self.t_ += n
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
-                self._update_no_improvement_count(X_val, y_val, weight_val)
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    self._optimizer.lr = float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t
-                if self._no_improvement_count > self.n_iter_no_change:
-                    what = "Validation score" if self.early_stopping else "Training loss"
-                    message = f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} "
-                    if self._stop(message + "consecutive epochs."):
+                return float(accumulated) / n
+
+            self.n_iter_ = 0
+            try:
+                for _ in range(self.max_iter):
+                    self.loss_ = epoch()
+                    self.n_iter_ += 1
+                    self.t_ += n
+                    self.loss_curve_.append(self.loss_)
+                    if self.verbose:
+                        print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                    self._update_no_improvement_count(X_val, y_val, weight_val)
+                    self._optimizer.iteration_ends(self.t_)
+                    if self._no_improvement_count > self.n_iter_no_change:
+                        what = "Validation score" if self.early_stopping else "Training loss"
+                        message = f"{what} did not improve more than tol={self.tol:f} for {self.n_iter_no_change} "
+                        if self._stop(message + "consecutive epochs."):
+                            break
+                        self._no_improvement_count = 0
+                    if incremental:
                         break
-                    self._no_improvement_count = 0
-                if incremental:
-                    break
-                if self.n_iter_ == self.max_iter:
-                    warnings.warn(
-                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
-                        "optimization hasn't converged yet.",
-                        ConvergenceWarning,
-                        stacklevel=3,
-                    )
+                    if self.n_iter_ == self.max_iter:
+                        warnings.warn(
+                            f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) reached and the "
+                            "optimization hasn't converged yet.",
+                            ConvergenceWarning,
+                            stacklevel=3,
+                        )
+            except KeyboardInterrupt:  # as scikit-learn: keep what was learned, and say so
+                warnings.warn("Training interrupted by user.", stacklevel=3)
             if self.early_stopping:
                 net.params[...] = self._best_params
 
     def _stop(self, message) -> bool:
         """Stop, or (sgd with learning_rate='adaptive') divide the learning rate by 5 and go on."""
-        if self.solver == "sgd" and self.learning_rate == "adaptive" and self._optimizer.lr > 1e-6:
-            self._optimizer.lr /= 5.0
+        optimizer = self._optimizer
+        adaptive = getattr(optimizer, "schedule", None) == "adaptive"
+        if not optimizer.stop():
             if self.verbose:
-                print(f"{message} Setting learning rate to {self._optimizer.lr:f}")
+                print(f"{message} Setting learning rate to {optimizer.lr:f}")
             return False
         if self.verbose:
-            print(f"{message} Stopping.")
+            print(f"{message}{' Learning rate too small.' if adaptive else ''} Stopping.")
         return True
 
     def _update_no_improvement_count(self, X_val, y_val, weight_val):
@@ -460,11 +535,14 @@ class _BaseMLP(BaseEstimator):
                 "best": to_numpy(state.pop("_best_params")).copy(),
             }
             if optimizer is not None:
+                extra = {k: getattr(optimizer, k) for k in ("schedule", "power_t", "_velocity_lr", "initial_lr")
+                         if hasattr(optimizer, k)}  # fmt: skip
                 state["_optimizer_state"] = (
                     type(optimizer).__name__,
                     optimizer.lr,
                     optimizer.steps,
                     {k: to_numpy(v).copy() for k, v in optimizer.state.items()},
+                    extra,
                 )
         return state
 
@@ -488,11 +566,15 @@ class _BaseMLP(BaseEstimator):
             self._best_params = net.device.asarray(saved["best"])
         self.net_ = net
         if optimizer is not None:
-            kind, lr, steps, arrays = optimizer
-            self._optimizer = self._make_optimizer()
-            self._optimizer.lr, self._optimizer.steps = lr, steps
+            kind, lr, steps, arrays, extra = optimizer
             if kind == "_SklearnSGD":
-                self._optimizer._velocity_lr = lr
+                self._optimizer = _SklearnSGD(net, extra["initial_lr"], self.momentum, self.nesterovs_momentum,
+                                              extra["schedule"], extra["power_t"])  # fmt: skip
+            else:
+                self._optimizer = _SklearnAdam(net, extra["initial_lr"], (self.beta_1, self.beta_2), self.epsilon)
+            for name, value in extra.items():
+                setattr(self._optimizer, name, value)
+            self._optimizer.lr, self._optimizer.steps = lr, steps
             for name, array in arrays.items():
                 self._optimizer.state[name][...] = net.device.asarray(array)
 
@@ -500,6 +582,25 @@ class _BaseMLP(BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _retyped(net, dtype) -> MLP:
+    """The same network in another dtype (its weights are set by the caller)."""
+    return MLP(net.sizes, net.activation.name, net.output_activation.name, net.loss_fn.name, dtype, net.device)
+
+
+class _Layers(list):
+    """coefs_ or intercepts_: a list of NumPy arrays whose item assignment writes the net's weights."""
+
+    def __init__(self, estimator, targets, name):
+        super().__init__(to_numpy(t) for t in targets)
+        self._estimator, self._targets, self._name = estimator, targets, name
+
+    def __setitem__(self, index, value):
+        values = list(self)
+        values[index] = value
+        self._estimator._set_layers(values, self._targets, self._name)
+        super().__init__(to_numpy(t) for t in self._targets)
 
 
 def _data_loss(xp, out_activation, Y, P, row_weights):
@@ -600,13 +701,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     """scikit-learn's MLPRegressor (squared_error loss), trained by gpubp on `device`."""
 
     _score_function = staticmethod(r2_score)
+    _parameter_constraints: dict = {**_BaseMLP._parameter_constraints, "loss": [StrOptions({"squared_error"})]}
 
     def __init__(
         self,
+        loss="squared_error",
         hidden_layer_sizes=(100,),
         activation="relu",
         *,
-        loss="squared_error",
         solver="adam",
         alpha=0.0001,
         batch_size="auto",
@@ -640,11 +742,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             n_iter_no_change=n_iter_no_change, max_fun=max_fun, device=device, dtype=dtype,
         )  # fmt: skip
         self.loss = loss
-
-    def _check_params(self):
-        if self.loss != "squared_error":
-            raise ValueError(f"loss must be 'squared_error'; got {self.loss!r}")
-        return super()._check_params()
 
     def _validate_input(self, X, y, incremental, reset):
         X, y = validate_data(
@@ -683,8 +780,7 @@ def _first_partial_fit(estimator, classes) -> bool:
         if getattr(estimator, "classes_", None) is not None:
             if not numpy.array_equal(estimator.classes_, unique_labels(classes)):
                 raise ValueError(
-                    f"`classes={classes!r}` is not the same as on the last call to partial_fit, "
-                    f"was: {estimator.classes_!r}"
+                    f"`classes={classes!r}` is not the same as on last call to partial_fit, was: {estimator.classes_!r}"
                 )
         else:
             estimator.classes_ = unique_labels(classes)

@@ -129,7 +129,9 @@ def test_assigned_coefs_are_what_predict_uses():
         warnings.simplefilter("ignore")
         clf.fit(X, TARGETS["multiclass"])
     clf.coefs_ = [np.zeros_like(c) for c in clf.coefs_]
-    clf.intercepts_ = [np.zeros_like(b) for b in clf.intercepts_]
+    clf.intercepts_[0] = np.ones(4)  # one layer at a time, as scikit-learn's lists allow
+    clf.intercepts_[1] = np.zeros(4)
+    assert clf.intercepts_[0].tolist() == [1, 1, 1, 1]
     np.testing.assert_allclose(clf.predict_proba(X), 0.25)  # every class equally likely
     with pytest.raises(ValueError, match=r"coefs_ must be arrays of shapes \[\(6, 4\), \(4, 4\)\]"):
         clf.coefs_ = [np.zeros((2, 2))]
@@ -156,15 +158,14 @@ def test_pipeline_and_grid_search_choose_and_score_as_scikit_learns():
 
 
 def test_pickle_and_clone_and_a_gpu_model_opening_on_the_cpu():
-    reg = MLPRegressor(hidden_layer_sizes=(6,), max_iter=20, solver="sgd", device="cpu", random_state=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        reg.fit(X, TARGETS["regression"])
+    reg = MLPRegressor(hidden_layer_sizes=(6,), solver="sgd", learning_rate="invscaling", learning_rate_init=0.5,
+                       device="cpu", random_state=1)  # fmt: skip
+    for _ in range(3):
+        reg.partial_fit(X, TARGETS["regression"])
     again = pickle.loads(pickle.dumps(reg))
     np.testing.assert_array_equal(again.predict(X), reg.predict(X))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        again.partial_fit(X, TARGETS["regression"])  # the optimizer's momentum came along
+    for _ in range(3):  # the optimizer came along: its momentum, its schedule, the lr its velocity is scaled by
+        again.partial_fit(X, TARGETS["regression"])
         reg.partial_fit(X, TARGETS["regression"])
     np.testing.assert_array_equal(again.predict(X), reg.predict(X))
     assert clone(reg).get_params() == reg.get_params() and not hasattr(clone(reg), "net_")
@@ -200,3 +201,48 @@ def test_the_gpu_follows_the_cpu(solver):
     assert str(gpu.net_.device).startswith("cuda")
     assert_same_weights(cpu, gpu, tolerance=1e-10)
     assert isinstance(gpu.predict_proba(X), np.ndarray)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"batch_size": 0}, {"max_iter": 0}, {"alpha": -1.0}, {"epsilon": 0.0}, {"shuffle": "yes"},
+     {"momentum": 2.0}, {"validation_fraction": 1.5}, {"solver": "newton"}],
+)  # fmt: skip
+def test_bad_parameters_are_refused_as_scikit_learn_refuses_them(options):
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    messages = []
+    for estimator in (reference.MLPClassifier(**options), MLPClassifier(device="cpu", **options)):
+        with pytest.raises(InvalidParameterError) as refused:
+            estimator.fit(X, TARGETS["binary"])
+        messages.append(str(refused.value))
+    assert messages[1] == messages[0]  # scikit-learn's own words
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        MLPClassifier(momentum=1.0, solver="sgd", max_iter=2, device="cpu").fit(X, TARGETS["binary"])  # allowed
+    for estimator in (reference.MLPClassifier((5.5,)), MLPClassifier((5.5,), device="cpu")):
+        with pytest.raises(TypeError):  # a layer of 5.5 units
+            estimator.fit(X, TARGETS["binary"])
+
+
+def test_a_warm_start_with_another_network_says_so():
+    reg = MLPRegressor(hidden_layer_sizes=(8,), max_iter=3, warm_start=True, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reg.fit(X, TARGETS["regression"])
+        reg.set_params(hidden_layer_sizes=(3,))
+        with pytest.raises(ValueError, match=r"holds a network of sizes \[6, 8, 1\].*ask for sizes \[6, 3, 1\]"):
+            reg.fit(X, TARGETS["regression"])
+        reg.set_params(warm_start=False).fit(X, TARGETS["regression"])  # a new network, as asked
+    assert reg.net_.sizes == (6, 3, 1)
+
+
+def test_lbfgs_from_float32_data_evaluates_in_float32_and_keeps_float64_weights():
+    theirs, ours = both("multiclass", solver="lbfgs", max_iter=5)
+    X32 = X.astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        theirs.fit(X32, TARGETS["multiclass"])
+        ours.fit(X32, TARGETS["multiclass"])
+    assert ours.coefs_[0].dtype == theirs.coefs_[0].dtype == np.float64
+    assert_same_weights(theirs, ours, tolerance=1e-5)  # float32 sums in another order: float32-sized differences
