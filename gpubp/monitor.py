@@ -77,14 +77,13 @@ class LayerMonitor(Callback):
             offset += n_in * n_out + n_out
         self.starts = numpy.array(starts, dtype=numpy.int64)  # on the host: indices, not data
         with net.device.activate():
-            self.squares = xp.empty_like(net.params)
             self.norms = xp.empty(2 * self.layers, dtype=net.dtype)
             self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)  # Σ over steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖
             self.start_params = xp.empty_like(net.params)
             hidden = sizes[1:-1]
             self.saturated = xp.zeros(len(hidden), dtype=numpy.float64)  # counts of saturated activations
             self.fired = [xp.zeros(h, dtype=bool) for h in hidden]
-            self.scratch = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
+        self.work = [(None, None) for _ in hidden]
         self.kind = _kind(net.activation.name)
 
     def on_epoch_begin(self, state):
@@ -100,25 +99,43 @@ class LayerMonitor(Callback):
         if (self.steps - 1) % self.every:
             return
         xp = state.net.xp
-        # ‖·‖ of every layer's weight and bias gradients: square, sum each segment, root.
-        xp.multiply(grads.flat, grads.flat, out=self.squares)
-        _segment_sums(xp, self.squares, self.starts, self.norms)
+        # ‖·‖ of every layer's weight and bias gradients: a dot product of each with itself, then the root.
+        for i, part in enumerate(self._parts(grads)):
+            self.norms[i] = xp.dot(part, part)
         xp.sqrt(self.norms, out=self.norms)
         self.sums += self.norms
         if trace is None or self.kind is None:
             return
         self.rows += len(trace.output)
         for l, a in enumerate(trace.a[1:-1]):  # the hidden layers' activations
+            work, hits = self._buffers(xp, a, l)
             if self.kind == "relu":
-                self.fired[l] |= (a > 0).any(axis=0)
+                xp.greater(a, 0, out=hits)
+                self.fired[l] |= hits.any(axis=0)
             else:
-                self.saturated[l] += xp.count_nonzero(self._saturated(xp, a, l))
+                self._saturated(xp, a, work, hits)
+                self.saturated[l] += xp.count_nonzero(hits)
 
-    def _saturated(self, xp, a, l):
+    def _parts(self, grads):
+        """Every layer's weight and bias gradients as flat views, in the order of self.norms."""
+        return [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
+
+    def _buffers(self, xp, a, l):
+        """Work arrays of a's shape, made on the first step (and again only for a larger batch)."""
+        work, hits = self.work[l]
+        if work is None or work.shape[0] < len(a):
+            work, hits = xp.empty(a.shape, dtype=a.dtype), xp.empty(a.shape, dtype=bool)
+            self.work[l] = (work, hits)
+        return work[: len(a)], hits[: len(a)]
+
+    def _saturated(self, xp, a, work, hits):
         """Where f'(z) < 1% of its maximum, from a = f(z): sigmoid a(1−a) < 0.0025, tanh 1 − a² < 0.01."""
         if self.kind == "sigmoid":  # |a − ½| > ½ √(1 − 4·0.0025)
-            return xp.abs(a - 0.5) > 0.5 * math.sqrt(1 - 4 * 0.25 * SATURATION)
-        return xp.abs(a) > math.sqrt(1 - SATURATION)  # tanh
+            xp.subtract(a, 0.5, out=work)
+            xp.abs(work, out=work)
+            return xp.greater(work, 0.5 * math.sqrt(1 - 4 * 0.25 * SATURATION), out=hits)
+        xp.abs(a, out=work)
+        return xp.greater(work, math.sqrt(1 - SATURATION), out=hits)  # tanh
 
     def on_epoch_record(self, state, record):
         net, xp = state.net, state.net.xp
@@ -169,13 +186,3 @@ def _kind(activation: str) -> str | None:
     if activation in ("relu", "leaky_relu"):
         return "relu"
     return None
-
-
-def _segment_sums(xp, values, starts, out):
-    """out[i] = values[starts[i] : starts[i + 1]].sum(), the last segment running to the end."""
-    if xp is numpy:
-        numpy.add.reduceat(values, starts, out=out)
-        return
-    ends = [*starts[1:], len(values)]
-    for i, (s, e) in enumerate(zip(starts, ends)):
-        values[s:e].sum(out=out[i])
