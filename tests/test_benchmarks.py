@@ -78,3 +78,15 @@ def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
     [row] = json.loads(out.read_text())["rows"]
     assert row["device"] == "cpu" and row["gpubp"] > 0 and row["sklearn"] > 0
     assert f"| cpu | 784-256-10 | {row['gpubp']:.3f} | {row['sklearn']:.3f} |" in result.stdout
+
+
+def test_monitor_cost_benchmark_runs():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "monitor_cost.py"), "--tiny", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| b")]
+    assert [row.split(" | ")[:2] for row in rows] == [["| b64-h128", "1"], ["| b64-h128", "2"], ["| b256-h128", "1"]]
