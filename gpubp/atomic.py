@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from glob import escape as glob_escape
 from pathlib import Path
 
 
@@ -11,6 +12,7 @@ def write_bytes(path, data: bytes) -> Path:
     path = Path(path)
     if path.parent and not path.parent.is_dir():
         raise FileNotFoundError(f"the folder {str(path.parent)!r} for {path.name!r} does not exist")
+    _sweep_stale(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         with open(temporary, "wb") as f:
@@ -36,3 +38,28 @@ def _fsync_folder(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _sweep_stale(path: Path) -> None:
+    """Remove the temporary files that writers of `path` killed mid-write (SIGKILL) left behind.
+
+    Each temporary is named after its writer's process id; one whose process is gone is garbage.
+    """
+    prefix = f".{path.name}."
+    for stale in path.parent.glob(f"{glob_escape(prefix)}*.tmp"):
+        try:
+            pid = int(stale.name[len(prefix) : -len(".tmp")])
+        except ValueError:
+            continue  # not one of ours
+        if pid != os.getpid() and not _alive(pid):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True

@@ -263,3 +263,19 @@ def test_resume_keeps_the_learning_rate_a_schedule_had_reached(tmp_path):
     # Resumed with no schedule, training goes on at the rate the schedule had reached.
     rest = gpubp.fit(ckpt.net, X, y, epochs=5, optimizer=ckpt.optimizer, initial_epoch=3, progress=False)
     assert rest.lr == pytest.approx([0.1, 0.1])
+
+
+def test_a_save_sweeps_away_what_a_killed_writer_left(tmp_path):
+    folder = tmp_path
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid, live_pid = int(gone.stdout), os.getppid()  # a process that has exited, and one that runs
+    (folder / f".m.safetensors.{dead_pid}.tmp").write_bytes(b"half a checkpoint")
+    (folder / f".m.safetensors.{live_pid}.tmp").write_bytes(b"another writer, still at work")
+    (folder / ".other.safetensors.1.tmp").write_bytes(b"not this file's")
+    net, opt, *_ = trained_net()
+    gpubp.save(net, folder / "m.safetensors", opt)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        f".m.safetensors.{live_pid}.tmp",
+        ".other.safetensors.1.tmp",
+        "m.safetensors",
+    ]
