@@ -5,14 +5,17 @@
     gpubp predict MODEL INPUT --out FILE    predictions as .csv or .npy
     gpubp info                              versions, devices, and why the GPU is unavailable
 
-Errors print one line to stderr and exit with status 2; Ctrl-C during training
-keeps the last completed epoch's checkpoint and exits with status 130.
+Errors print one line to stderr and exit with status 2. Ctrl-C or SIGTERM during
+training stops at the next step boundary, keeps the last completed epoch's
+checkpoint and exits with status 130 or 143; a second signal ends it at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import tempfile
 import time
@@ -172,6 +175,16 @@ def _resume(path, device, comm):
 
 
 def cmd_train(args) -> int:
+    stopper = _StopOnSignal()
+    if distributed.launched_size() == 1:  # under mpiexec the launcher ends the ranks together
+        stopper.install()  # from the start: a signal while the data loads stops at the first step
+    try:
+        return _train(args, stopper)
+    finally:
+        stopper.uninstall()
+
+
+def _train(args, stopper) -> int:
     started = time.perf_counter()
     if args.plot:
         plot.require_matplotlib()  # say so now, not after the training
@@ -237,6 +250,8 @@ def cmd_train(args) -> int:
         + (f", on {comm.size} ranks ({'nccl' if net.device.kind == 'cuda' else 'mpi'})" if comm.size > 1 else ""),
         file=sys.stderr,
     )
+    if stopper.previous:
+        callbacks.append(stopper)  # after the saver: an epoch that completes is saved before the stop
     try:
         history = train.fit(
             net,
@@ -256,13 +271,14 @@ def cmd_train(args) -> int:
             distributed=comm.size > 1,
             timeout=args.timeout,
         )
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, _Stopped) as stop:
         if saver.saved_epoch is None:
             where = "no epoch had completed, so nothing was saved"
         else:
             where = f"the last completed epoch ({saver.saved_epoch}) is saved in {save_path}"
-        say(f"\ngpubp: interrupted; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        name = f" by {signal.Signals(stop.signum).name}" if isinstance(stop, _Stopped) else ""
+        say(f"\ngpubp: interrupted{name}; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
+        return 128 + stop.signum if isinstance(stop, _Stopped) else EXIT_INTERRUPTED
     if comm.rank != 0:
         return 0  # every rank holds the same weights: rank 0 reports
     test = train.evaluate(net, _scale(split.X_test, scaler), split.y_test)
@@ -287,6 +303,54 @@ def cmd_train(args) -> int:
 
 def _silent(*args, **kwargs) -> None:
     pass
+
+
+class _Stopped(Exception):
+    """A stop asked for by a signal, raised at a step boundary."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+class _StopOnSignal(Callback):
+    """SIGTERM (docker stop, Kubernetes, SLURM) and Ctrl-C during gpubp train: finish the step in progress,
+    then stop, keeping the last completed epoch's checkpoint. A second signal ends the process at once.
+
+    The handlers are set explicitly, so Ctrl-C works even when the process started with SIGINT
+    ignored (as a shell's background jobs do).
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum, self.previous = None, {}
+
+    def install(self) -> None:
+        for signum in self.SIGNALS:
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def uninstall(self) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # a second signal while stopping: now
+            sys.stderr.write(f"\ngpubp: {signal.Signals(signum).name} again: stopping at once\n")
+            sys.stderr.flush()
+            os._exit(128 + signum)
+        self.signum = signum
+
+    def _check(self) -> None:
+        if self.signum is not None:
+            raise _Stopped(self.signum)
+
+    def on_step_end(self, state, trace, grads) -> None:
+        self._check()
+
+    def on_epoch_end(self, state, record) -> None:
+        self._check()
 
 
 class _MonitorLines(Callback):

@@ -48,6 +48,16 @@ def test_epochs_after_the_first_allocate_under_1_mb(loss, output, momentum):
     assert probe.growth is not None and probe.growth < 1 * MB, f"peak grew by {probe.growth / MB:.2f} MB"
 
 
+def test_the_end_of_epoch_checks_make_nothing_as_large_as_the_parameters():
+    # 4 million parameters: one boolean each would be 4 MB, made every epoch by a plain isfinite(params).all().
+    rng = np.random.default_rng(0)
+    X, y = rng.random((64, 2000), dtype=np.float32), rng.integers(0, 10, size=64)
+    net = gpubp.MLP([2000, 2000, 10], loss="cross_entropy", device="cpu")
+    probe = PeakAfterFirstEpoch()
+    gpubp.fit(net, X, y, epochs=3, batch_size=64, optimizer=gpubp.SGD(net, lr=1e-3), callbacks=[probe], progress=False)
+    assert probe.growth < 1 * MB, f"peak grew by {probe.growth / MB:.2f} MB"
+
+
 def test_the_probe_sees_a_per_step_allocation():
     # The measurement can fail: a callback that allocates 4 MB each epoch is caught.
     class Wasteful(gpubp.Callback):

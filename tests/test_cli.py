@@ -235,6 +235,7 @@ def test_bad_option_values_exit_2_with_usage(tmp_path, option, value, message):
 
 
 def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
+    # Started with SIGINT ignored, as a shell starts its background jobs (`ci/test-cpu &`): Ctrl-C must work anyway.
     process = subprocess.Popen(
         [sys.executable, "-m", "gpubp", "train", "--epochs", "100000", "--save", "run.safetensors", "--no-progress"],
         cwd=tmp_path,
@@ -242,6 +243,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     path = tmp_path / "run.safetensors"
     deadline = time.monotonic() + 120
@@ -251,7 +253,7 @@ def test_ctrl_c_keeps_the_last_epoch_and_exits_130(tmp_path):
     process.send_signal(signal.SIGINT)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr
-    assert "interrupted; the last completed epoch (" in stderr and ") is saved in run.safetensors" in stderr
+    assert "interrupted by SIGINT; the last completed epoch (" in stderr and ") is saved in run.safetensors" in stderr
     assert "gpubp train --resume run.safetensors" in stderr and "Traceback" not in stderr
     saved = gpubp.load_checkpoint(path, device="cpu")
     assert saved.epoch >= 1 and len(saved.meta["history"]["epoch"]) == saved.epoch
@@ -291,3 +293,49 @@ def test_train_monitor_prints_logs_and_plots_each_layer(tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()][:2]
     assert [[layer["layer"] for layer in r["layers"]] for r in records] == [[0, 1, 2], [0, 1, 2]]
     assert (tmp_path / "run.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_sigterm_at_random_moments_exits_143_and_the_checkpoint_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    path, saved = tmp_path / "run.safetensors", []
+    for delay in rng.uniform(0.0, 1.5, size=20):  # from the data's loading to the first epochs and later ones
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gpubp", "train", "--epochs", "100000", "--save", path.name, "--no-progress",
+             "--data", "digits"],
+            cwd=tmp_path, env=environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        while not process.stderr.readline().startswith("training "):  # gpubp has started: its handlers are set
+            assert process.poll() is None
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        sent = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 143 and time.monotonic() - sent < 5, stderr
+        last = stderr.rstrip().splitlines()[-1]
+        assert last.startswith("gpubp: interrupted by SIGTERM; ") and "Traceback" not in stderr, stderr
+        if "is saved in" in last:
+            epoch = int(last.split("completed epoch (")[1].split(")")[0])
+            assert gpubp.load_checkpoint(path, device="cpu").epoch == epoch  # whole, and the epoch it says
+            saved.append(epoch)
+            path.unlink()  # the next trial starts afresh
+    assert saved and len(saved) < 20  # some stops came before any epoch completed, some after
+    result = gpubp_cli("train", "--epochs", "2", "--save", path.name, cwd=tmp_path)
+    assert result.returncode == 0
+    result = gpubp_cli("train", "--resume", path.name, "--epochs", "3", cwd=tmp_path)
+    assert result.returncode == 0 and gpubp.load_checkpoint(path, device="cpu").epoch == 3
+
+
+def test_a_second_signal_ends_at_once():
+    code = (
+        "import os, signal, time\n"
+        "from gpubp.cli import _StopOnSignal\n"
+        "stopper = _StopOnSignal(); stopper.install()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # the first: a stop is asked for, at the next step\n"
+        "time.sleep(0.2)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)  # the second: now\n"
+        "time.sleep(30)\n"
+    )
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 143 and time.monotonic() - started < 10
+    assert "gpubp: SIGTERM again: stopping at once" in result.stderr
