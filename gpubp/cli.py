@@ -18,6 +18,7 @@ import os
 import signal
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -327,6 +328,8 @@ class _StopOnSignal(Callback):
         self.signum, self.previous = None, {}
 
     def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # only the main thread may set handlers (main() called from a thread): keep the defaults
         for signum in self.SIGNALS:
             self.previous[signum] = signal.signal(signum, self._handle)
 
