@@ -28,6 +28,8 @@ import numpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+from bench import _median_time  # noqa: E402  (beside this script)
+
 from gpubp import backend  # noqa: E402
 
 TARGET_CPU, TARGET_GPU = 0.7, 1 / 20  # gpubp / scikit-learn fit time
@@ -81,13 +83,7 @@ def torch_fit_seconds(hidden, X, y, epochs, repeats) -> float | None:
                 optimizer.step()
         torch.cuda.synchronize()
 
-    fit()  # warm-up
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fit()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return _median_time(fit, repeats)  # after a warm-up fit
 
 
 def main(argv=None) -> int:

@@ -326,8 +326,11 @@ class _BaseMLP(BaseEstimator):
                 "(or start partial_fit on a fresh estimator) to train a new one"
             )
 
-    def _loss_and_grads(self, X, Y, weights, grads, workspace=None):
-        """scikit-learn's batch loss (a device scalar) and gradient, into `grads`, for rows X, Y on the device."""
+    def _loss_and_grads(self, X, Y, weights, grads, decay, workspace=None):
+        """scikit-learn's batch loss (a device scalar) and gradient, into `grads`, for rows X, Y on the device.
+
+        `decay` is a Grads made once, for the L2 term to be written into instead of allocated each step.
+        """
         net, xp = self.net_, self.net_.xp
         n = len(X)
         trace = net.forward(X, workspace, validate=False)
@@ -335,8 +338,8 @@ class _BaseMLP(BaseEstimator):
         row_weights = None if weights is None else net.device.asarray(weights * (n / total), dtype=net.dtype)
         net.backward(trace, Y, out=grads, workspace=workspace, validate=False, row_weights=row_weights)
         penalty = 0
-        for W, g in zip(net.weights, grads.weights):  # alpha·W / rows on the weights, none on the intercepts
-            g += xp.multiply(W, self.alpha / total)
+        for W, g, term in zip(net.weights, grads.weights, decay.weights):  # alpha·W / rows on the weights only
+            g += xp.multiply(W, self.alpha / total, out=term)
             penalty = penalty + xp.vdot(W.ravel(), W.ravel())
         loss = _data_loss(xp, self.out_activation_, Y, trace.output, row_weights) + (0.5 * self.alpha) * penalty / total
         return loss
@@ -345,11 +348,11 @@ class _BaseMLP(BaseEstimator):
         net = self.net_
         with net.device.activate():
             X_d, Y_d = net.inputs(X), net.device.asarray(y)
-            grads = net.new_grads()
+            grads, decay = net.new_grads(), net.new_grads()
 
             def loss_and_gradient(flat):
                 net.params[...] = net.device.asarray(flat.astype(net.dtype))
-                loss = self._loss_and_grads(X_d, Y_d, sample_weight, grads)
+                loss = self._loss_and_grads(X_d, Y_d, sample_weight, grads, decay)
                 return float(loss), to_numpy(grads.flat).astype(numpy.float64)
 
             result = scipy.optimize.minimize(
@@ -409,7 +412,7 @@ class _BaseMLP(BaseEstimator):
         xp = net.xp
         with net.device.activate():
             X_d, Y_d = net.inputs(X_train), net.device.asarray(y_train)
-            grads, workspace = net.new_grads(), net.workspace(batch_size)  # made once: the steps write into them
+            grads, decay, workspace = net.new_grads(), net.new_grads(), net.workspace(batch_size)  # made once
             X_batch = xp.empty((batch_size, X_d.shape[1]), dtype=net.dtype)
             Y_batch = xp.empty((batch_size, Y_d.shape[1]), dtype=net.dtype)
             sample_idx = numpy.arange(n, dtype=int)
@@ -426,7 +429,7 @@ class _BaseMLP(BaseEstimator):
                     xb = _gather(xp, X_d, order[batch], X_batch[:m])
                     yb = _gather(xp, Y_d, order[batch], Y_batch[:m])
                     weights = None if weight_train is None else weight_train[rows]
-                    loss = self._loss_and_grads(xb, yb, weights, grads, workspace)
+                    loss = self._loss_and_grads(xb, yb, weights, grads, decay, workspace)
                     accumulated = accumulated + loss * m  # stays on the device until the epoch ends
                     self._optimizer.step(grads)
                 return float(accumulated) / n

@@ -4,6 +4,7 @@ Without a usable GPU the GPU case skips and says why (see `pytest -rs`);
 GPUBP_REQUIRE_GPU=1, set by ci/test-gpu, turns that skip into a failure.
 """
 
+import importlib
 import os
 
 import pytest
@@ -21,6 +22,18 @@ def require_tool(missing_reason: str | None) -> None:
     if IN_CI:
         pytest.fail(f"GPUBP_CI=1 but {missing_reason}")
     pytest.skip(missing_reason, allow_module_level=True)  # also from a test module's imports
+
+
+def require_module(name: str, missing_reason: str):
+    """The module `name`, imported; require_tool's skip (or, in CI, failure) with `missing_reason` when it is not."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        require_tool(missing_reason)
+
+
+PLOT = "the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'"
+SKLEARN = "the sklearn extra is not installed: pip install 'gpubp[sklearn]'"
 
 
 def require_gpu(index: int = 0) -> None:

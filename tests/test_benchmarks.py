@@ -61,12 +61,9 @@ def test_scaling_script_compares_one_process_with_two_ranks(tmp_path):
 
 
 def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
-    from .conftest import require_tool
+    from .conftest import SKLEARN, require_module
 
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        require_tool("the sklearn extra is not installed: pip install 'gpubp[sklearn]'")
+    require_module("sklearn", SKLEARN)
     out = tmp_path / "fit.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "sklearn_fit.py"), "--tiny", "--repeats", "1", "--json", str(out)],

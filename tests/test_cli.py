@@ -12,7 +12,7 @@ import pytest
 
 import gpubp
 
-from .conftest import require_tool
+from .conftest import PLOT, require_module
 
 
 def environment(**env):
@@ -131,10 +131,7 @@ def test_train_options_log_and_resume(tmp_path):
 
 
 def test_train_plots_the_curves(tmp_path):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        require_tool("the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'")
+    require_module("matplotlib", PLOT)
     result = gpubp_cli("train", "--data", "xor", "--epochs", "3", "--plot", "curves.png", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -280,10 +277,7 @@ def test_momentum_is_refused_for_adam(tmp_path):
 
 
 def test_train_monitor_prints_logs_and_plots_each_layer(tmp_path):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        require_tool("the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'")
+    require_module("matplotlib", PLOT)
     args = ["train", "--data", "digits", "--layers", "30,30", "--activation", "sigmoid", "--epochs", "2",
             "--monitor", "--log", "run.jsonl", "--plot", "run.png", "--no-progress"]  # fmt: skip
     result = gpubp_cli(*args, cwd=tmp_path)

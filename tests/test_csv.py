@@ -14,7 +14,7 @@ from hypothesis.extra.numpy import arrays
 import gpubp
 from gpubp import cli, datasets
 
-from .conftest import require_tool
+from .conftest import require_module
 
 # A first row that trips a hand-made digit test: exponents, a sign, a fraction below 1e-3.
 X = np.array(
@@ -30,11 +30,7 @@ NAMES = ["first", "second", "third"]
 
 
 def pandas():
-    try:
-        import pandas
-    except ImportError:
-        require_tool("pandas is not installed (pip install 'gpubp[test]' brings it)")
-    return pandas
+    return require_module("pandas", "pandas is not installed (pip install 'gpubp[test]' brings it)")
 
 
 def formatted(fmt):

@@ -8,7 +8,7 @@ import numpy as np
 
 import gpubp
 
-from .conftest import require_tool
+from .conftest import PLOT, SKLEARN, require_module
 from .test_datasets import small_mnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -96,20 +96,14 @@ def test_readme_training_example_runs_as_written(tmp_path):
 
 
 def test_sklearn_pipeline_example_searches_and_scores():
-    try:
-        import sklearn  # noqa: F401
-    except ImportError:
-        require_tool("the sklearn extra is not installed: pip install 'gpubp[sklearn]'")
+    require_module("sklearn", SKLEARN)
     out = run_example("sklearn_pipeline.py", "--device", "cpu", "--max-iter", "30")
     accuracy = float(out.split("test accuracy ")[1].split("%")[0])
     assert accuracy > 90 and "on cpu" in out and "best: {'mlpclassifier__alpha'" in out
 
 
 def test_vanishing_gradients_example_shows_nielsens_table(tmp_path):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        require_tool("the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'")
+    require_module("matplotlib", PLOT)
     out = run_example("vanishing_gradients.py", "--epochs", "5", "--plot", str(tmp_path / "v.png"))
     rows = [line for line in out.splitlines() if line.startswith("  [64, 30, 30, 30, 30, 10]")]
     sigmoid, relu = ([float(r) for r in row.split(": ")[1].split(", ")] for row in rows)

@@ -6,16 +6,12 @@ import pytest
 import gpubp
 from gpubp import optim
 
-from .conftest import require_tool
+from .conftest import require_module
 from .goldens import relative_error
 
 
 def torch_or_skip():
-    try:
-        import torch
-    except ImportError:
-        require_tool("PyTorch is not installed (pip install torch): the reference for Adam and AdamW")
-    return torch
+    return require_module("torch", "PyTorch is not installed (pip install torch): the reference for Adam and AdamW")
 
 
 CASES = {
