@@ -45,6 +45,12 @@ def learning_speeds(net, X, Y, batch_size: int = 4096) -> list[float]:
 
 
 SATURATION = 0.01  # a unit is saturated when f'(z) is below 1% of f's largest slope
+# f'(z) < 1% of its maximum where |z| is past these: sigmoid' = 1/(4 cosh²(z/2)) ≤ ¼, tanh' = 1/cosh²(z) ≤ 1
+SATURATED_BEYOND = {
+    "sigmoid": 2 * math.acosh(1 / math.sqrt(SATURATION)),
+    "tanh": math.acosh(1 / math.sqrt(SATURATION)),
+}
+FOLD = 256  # steps of squared norms kept before they are rooted and added up
 
 
 class LayerMonitor(Callback):
@@ -76,22 +82,27 @@ class LayerMonitor(Callback):
             starts += [offset, offset + n_in * n_out]
             offset += n_in * n_out + n_out
         self.starts = numpy.array(starts, dtype=numpy.int64)  # on the host: indices, not data
-        with net.device.activate():
-            self.norms = xp.empty(2 * self.layers, dtype=net.dtype)
-            self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)  # Σ over steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖
-            self.start_params = xp.empty_like(net.params)
-            hidden = sizes[1:-1]
-            self.saturated = xp.zeros(len(hidden), dtype=numpy.float64)  # counts of saturated activations
-            self.fired = [xp.zeros(h, dtype=bool) for h in hidden]
-        self.work = [(None, None) for _ in hidden]
         self.kind = _kind(net.activation.name)
+        hidden = sizes[1:-1]
+        with net.device.activate():
+            # Σ over the steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖, in the order W0, b0, W1, b1, ...
+            self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)
+            self.start_params = xp.empty_like(net.params)
+            self.peaks = [xp.empty(h, dtype=net.dtype) for h in hidden]  # each unit's largest z in the epoch
+            self.peak = [xp.empty(h, dtype=net.dtype) for h in hidden]  # a step's largest z, per unit
+        self.work = self.work_views = None  # the saturation test's arrays, made on the first step
+        if self.kind in SATURATED_BEYOND:  # in z's dtype: a Python float costs a conversion every step
+            self.threshold = numpy.dtype(net.dtype).type(SATURATED_BEYOND[self.kind])
+        self.parts = self.parts_of = None
 
     def on_epoch_begin(self, state):
         self.steps = self.rows = 0
+        self.squares = []  # the squared norms of the steps since the last fold, flat: 2L a step
         self.sums[...] = 0
-        self.saturated[...] = 0
-        for fired in self.fired:
-            fired[...] = False
+        # Saturated activations per hidden layer: Python ints with NumPy, 0-d arrays on the GPU (no sync)
+        self.saturated = [0] * (self.layers - 1)
+        for peaks in self.peaks:
+            peaks[...] = -numpy.inf
         self.start_params[...] = state.net.params
 
     def on_step_end(self, state, trace, grads):
@@ -99,43 +110,51 @@ class LayerMonitor(Callback):
         if (self.steps - 1) % self.every:
             return
         xp = state.net.xp
-        # ‖·‖ of every layer's weight and bias gradients: a dot product of each with itself, then the root.
-        for i, part in enumerate(self._parts(grads)):
-            self.norms[i] = xp.dot(part, part)
-        xp.sqrt(self.norms, out=self.norms)
-        self.sums += self.norms
-        if trace is None or self.kind is None:
+        # ‖·‖² of every layer's weight and bias gradients: each one's dot product with itself,
+        # a number on the host with NumPy, a 0-d array on the GPU. The roots wait for the fold,
+        # so a step costs one dot per array and nothing more.
+        self.squares += [part.dot(part) for part in self._parts(grads)]
+        if len(self.squares) >= FOLD * 2 * self.layers:
+            self._fold(xp)
+        if trace is None or self.kind is None or self.layers == 1:
+            return  # nothing to look at, or no hidden layer to look at
+        hidden = trace.z[:-1]  # the hidden layers' weighted inputs
+        n = len(hidden[0])
+        self.rows += n
+        if self.kind == "relu":  # a unit fired when its z rose above 0 for some row
+            for z, peak, peaks in zip(hidden, self.peak, self.peaks):
+                xp.max(z, axis=0, out=peak)
+                xp.maximum(peaks, peak, out=peaks)
             return
-        self.rows += len(trace.output)
-        for l, a in enumerate(trace.a[1:-1]):  # the hidden layers' activations
-            work, hits = self._buffers(xp, a, l)
-            if self.kind == "relu":
-                xp.greater(a, 0, out=hits)
-                self.fired[l] |= hits.any(axis=0)
-            else:
-                self._saturated(xp, a, work, hits)
-                self.saturated[l] += xp.count_nonzero(hits)
+        # f'(z) < 1% of its maximum exactly where |z| is past the threshold
+        for l, (z, (work, hits)) in enumerate(zip(hidden, self._buffers(xp, hidden))):
+            xp.abs(z, out=work)
+            xp.greater(work, self.threshold, out=hits)
+            self.saturated[l] = self.saturated[l] + xp.count_nonzero(hits)
+
+    def _fold(self, xp):
+        """Add the kept steps' norms (the roots of their squares) into the epoch's sums."""
+        if self.squares:
+            squares = numpy.array(self.squares) if xp is numpy else xp.stack(self.squares)  # on the device
+            self.sums += xp.sqrt(squares.reshape(-1, 2 * self.layers)).sum(axis=0, dtype=numpy.float64)
+        self.squares = []
 
     def _parts(self, grads):
-        """Every layer's weight and bias gradients as flat views, in the order of self.norms."""
-        return [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
+        """Every layer's weight and bias gradients as flat views, in the order of self.sums."""
+        if self.parts_of is not grads.flat:  # made once for the loop's gradient buffer
+            self.parts = [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
+            self.parts_of = grads.flat
+        return self.parts
 
-    def _buffers(self, xp, a, l):
-        """Work arrays of a's shape, made on the first step (and again only for a larger batch)."""
-        work, hits = self.work[l]
-        if work is None or work.shape[0] < len(a):
-            work, hits = xp.empty(a.shape, dtype=a.dtype), xp.empty(a.shape, dtype=bool)
-            self.work[l] = (work, hits)
-        return work[: len(a)], hits[: len(a)]
-
-    def _saturated(self, xp, a, work, hits):
-        """Where f'(z) < 1% of its maximum, from a = f(z): sigmoid a(1−a) < 0.0025, tanh 1 − a² < 0.01."""
-        if self.kind == "sigmoid":  # |a − ½| > ½ √(1 − 4·0.0025)
-            xp.subtract(a, 0.5, out=work)
-            xp.abs(work, out=work)
-            return xp.greater(work, 0.5 * math.sqrt(1 - 4 * 0.25 * SATURATION), out=hits)
-        xp.abs(a, out=work)
-        return xp.greater(work, math.sqrt(1 - SATURATION), out=hits)  # tanh
+    def _buffers(self, xp, hidden):
+        """Work arrays of each hidden z's shape: made on the first step, views again when the batch size changes."""
+        n = len(hidden[0])
+        if self.work is None or self.work_rows < n:
+            self.work = [(xp.empty(z.shape, dtype=z.dtype), xp.empty(z.shape, dtype=bool)) for z in hidden]
+            self.work_rows = n
+        if self.work_views is None or len(self.work_views[0][0]) != n:
+            self.work_views = [(work[:n], hits[:n]) for work, hits in self.work]
+        return self.work_views
 
     def on_epoch_record(self, state, record):
         net, xp = state.net, state.net.xp
@@ -144,8 +163,10 @@ class LayerMonitor(Callback):
         moved = net.params - self.start_params
         moves = [moved[s : s + W.size] for s, W in zip(self.starts[::2], net.weights)]
         update = xp.stack([xp.sqrt(xp.vdot(d, d)) for d in moves])
-        dead = [1 - f.mean() for f in self.fired] if self.fired else []
-        numbers = [self.sums / measured, weight_norms, update, self.saturated, *dead]
+        self._fold(xp)
+        dead = [(peaks <= 0).mean() for peaks in self.peaks] if self.kind == "relu" else []
+        saturated = xp.stack([xp.asarray(count, dtype=numpy.float64) for count in self.saturated or [0]])
+        numbers = [self.sums / measured, weight_norms, update, saturated, *dead]
         host = [to_numpy(x) for x in numbers]  # the epoch's one read-back for the monitor
         sums, weights, updates, saturated = host[:4]
         dead = host[4:]

@@ -79,7 +79,7 @@ def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
 
 def test_monitor_cost_benchmark_runs():
     result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "monitor_cost.py"), "--tiny", "--rounds", "1"],
+        [sys.executable, str(ROOT / "benchmarks" / "monitor_cost.py"), "--tiny"],
         capture_output=True,
         text=True,
         timeout=600,

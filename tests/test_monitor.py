@@ -31,7 +31,9 @@ def test_learning_speeds_are_the_bias_gradient_norms_of_the_mean_loss(batch_size
     np.testing.assert_allclose(gpubp.learning_speeds(net, X, y, batch_size=batch_size), expected, rtol=1e-12)
 
 
-def test_the_monitor_matches_a_replay_by_hand():
+@pytest.mark.parametrize("fold", [monitor.FOLD, 2])  # 2: the kept norms are added up mid-epoch, then the rest
+def test_the_monitor_matches_a_replay_by_hand(fold, monkeypatch):
+    monkeypatch.setattr(monitor, "FOLD", fold)
     X, y = data()
     net = sigmoid_net()
     start = net.params.copy()
@@ -71,6 +73,33 @@ def test_saturation_on_nets_pushed_into_it_and_kept_out(activation):
                         callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
     first, second, output = history.layers[0]
     assert first["saturated"] == 1.0 and second["saturated"] == 0.0 and "saturated" not in output
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_saturation_is_where_the_slope_falls_below_one_percent_of_its_largest(activation):
+    # Layer 0's units see z = their bias alone, some just inside the 1% line and some just past it.
+    z = np.array([0.0, 1.0, -2.5, 2.9, -3.1, 5.9, -6.1, 40.0])
+    slope = {"sigmoid": lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2, "tanh": lambda z: 1 / np.cosh(z) ** 2}
+    expected = np.mean(slope[activation](z) < 0.01 * slope[activation](0.0))
+    assert 0 < expected < 1  # both kinds of unit are there
+    X, y = data()
+    net = gpubp.MLP([5, 8, 3], activation=activation, loss="cross_entropy", dtype="float64", device="cpu")
+    net.weights[0][...] = 0
+    net.biases[0][...] = z
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=16, optimizer=gpubp.SGD(net, lr=1e-12),
+                        callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
+    assert history.layers[0][0]["saturated"] == expected
+
+
+def test_a_net_without_hidden_layers_has_speeds_and_no_unit_counts():
+    X, y = data()
+    net = gpubp.MLP([5, 3], activation="sigmoid", loss="cross_entropy", dtype="float64", device="cpu", seed=1)
+    grads = net.backward(net.forward(X), y)  # one batch of all rows, no shuffle needed
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=len(X), optimizer=gpubp.SGD(net, lr=0.1),
+                        callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
+    [[layer]] = history.layers
+    assert layer["speed"] == pytest.approx(np.linalg.norm(grads.biases[0]), rel=1e-12)
+    assert "saturated" not in layer and "dead" not in layer
 
 
 def test_a_unit_that_never_fires_is_dead():
