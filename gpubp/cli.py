@@ -478,7 +478,11 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def data_options(p, default_help):
-        p.add_argument("--data", help=f"xor, spirals, digits, mnist, PATH.npz or PATH.csv ({default_help})")
+        p.add_argument(
+            "--data",
+            help=f"xor, spirals, digits, mnist, PATH.npz, PATH.csv, or PATH/X.npy with its labels in PATH/y.npy "
+            f"(train_X.npy goes with train_y.npy), opened as memory maps ({default_help})",
+        )
         p.add_argument("--mnist-dir", help="folder holding the MNIST IDX files (default: the cache)")
         p.add_argument("--download", action="store_true", help="download MNIST into the cache if missing")
         p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")

@@ -266,6 +266,13 @@ class MLP:
         Y = self._numbers(Y, "Y")
         if Y.ndim == 1 and self.loss_fn.name == "cross_entropy":
             return self._one_hot(Y, n, k)
+        Y = self.target_rows(Y, n).astype(self.dtype, copy=False)
+        self._finite(Y, "Y")
+        return Y
+
+    def target_rows(self, Y, n: int):
+        """Targets (not class labels) as n rows of one value per output, (N,) read as (N, 1), or a ShapeError."""
+        k = self.sizes[-1]
         if Y.ndim == 1 and k == 1:
             Y = Y.reshape(-1, 1)
         if Y.shape != (n, k):
@@ -274,8 +281,6 @@ class MLP:
                 + (", or class labels of shape (N,)" if self.loss_fn.name == "cross_entropy" else "")
                 + f"; got {tuple(Y.shape)}"
             )
-        Y = Y.astype(self.dtype, copy=False)
-        self._finite(Y, "Y")
         return Y
 
     def _one_hot(self, labels, n: int, k: int):
@@ -381,6 +386,20 @@ class MLP:
             raise ArgumentError(f"the loss is {value}: the output holds NaN or infinite values (are the weights?)")
         return value
 
-    def predict(self, X):
-        """ŷ for the rows of X, as an array on this net's device."""
-        return self.forward(X).output
+    def predict(self, X, batch_size: int = 4096):
+        """ŷ for the rows of X, as an array on this net's device.
+
+        A memory map (numpy.load(path, mmap_mode="r")) is read batch_size rows at a time,
+        each batch checked and copied on its own, so it never needs to fit in memory whole.
+        """
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ArgumentError(f"batch_size must be a whole number ≥ 1; got {batch_size!r}")
+        if not isinstance(X, numpy.memmap):
+            return self.forward(X).output
+        if X.ndim != 2 or X.shape[1] != self.sizes[0] or len(X) == 0:
+            raise ShapeError(f"X must have shape (N, {self.sizes[0]}) with N ≥ 1 for this net; got {tuple(X.shape)}")
+        with self.device.activate():
+            out = self.xp.empty((len(X), self.sizes[-1]), dtype=self.dtype)
+            for start in range(0, len(X), batch_size):
+                out[start : start + batch_size] = self.forward(X[start : start + batch_size]).output
+            return out

@@ -22,6 +22,7 @@ from . import kernels
 from .backend import is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
+from .hostdata import Batches, HostData, contiguous_steps, is_memory_map, nbytes_text
 from .optim import SGD, Optimizer
 
 
@@ -76,31 +77,100 @@ def _check_positive_int(name, value):
     return int(value)
 
 
-def evaluate(net, X, Y, batch_size: int = 4096) -> dict:
-    """The loss and accuracy of `net` on (X, Y), in batches, with one host sync at the end."""
+def evaluate(net, X, Y, batch_size: int = 4096, data_on_device: bool | None = None) -> dict:
+    """The loss and accuracy of `net` on (X, Y), in batches, with one host sync at the end.
+
+    data_on_device: as for fit; a memory map is read batch by batch unless it is True.
+    """
     batch_size = _check_positive_int("batch_size", batch_size)
     with net.device.activate():
-        X = net.inputs(X)
-        return _Evaluation(net, X, net.targets(Y, len(X)), batch_size)()
+        data = _data(net, X, Y, data_on_device, "the data (X and Y)", "evaluating")
+        return _Evaluation(net, data, batch_size)()
+
+
+class DeviceData:
+    """X and Y copied to the device once, by net.inputs and net.targets: batches are gathered there."""
+
+    def __init__(self, net, X, Y):
+        self.net = net
+        self.X = net.inputs(X)
+        self.Y = net.targets(Y, len(self.X))
+
+    def __len__(self) -> int:
+        return len(self.X)
+
+    @property
+    def shape(self) -> tuple:
+        return self.X.shape
+
+
+class _DeviceBatches:
+    """DeviceData's batches: a slice is a view, index rows are gathered into buffers made once."""
+
+    def __init__(self, data: DeviceData, rows: int):
+        xp = data.net.xp
+        self.data = data
+        self.X_batch = xp.empty((rows, data.X.shape[1]), dtype=data.X.dtype)
+        self.Y_batch = xp.empty((rows, data.Y.shape[1]), dtype=data.Y.dtype)
+
+    def __call__(self, steps):
+        xp, X, Y = self.data.net.xp, self.data.X, self.data.Y
+        for done, rows in steps:
+            if isinstance(rows, slice):
+                yield done, X[rows], Y[rows]
+            elif len(rows):
+                m = len(rows)
+                yield done, _gather(xp, X, rows, self.X_batch[:m]), _gather(xp, Y, rows, self.Y_batch[:m])
+            else:
+                yield done, None, None
+
+
+def batches(data, rows: int):
+    """The batch maker for `data` (DeviceData or HostData), with buffers for up to `rows` rows."""
+    return Batches(data, rows) if isinstance(data, HostData) else _DeviceBatches(data, rows)
+
+
+def _data(net, X, Y, on_device: bool | None, what: str, doing: str, say=None):
+    """(X, Y) as DeviceData, copied once, or HostData, read batch by batch: the choice `on_device` asks for.
+
+    None chooses: a memory map stays on the host, as do data that the GPU has no room for.
+    say(text), when given, hears which it chose, when the data stays on the host.
+    """
+    if on_device not in (None, True, False):
+        raise ArgumentError(f"data_on_device must be True, False or None (choose); got {on_device!r}")
+    why = None
+    if on_device or (on_device is None and not is_memory_map(X)):
+        try:
+            with _copying(net, what, X, doing):
+                return DeviceData(net, X, Y)
+        except OutOfMemory:
+            if on_device or net.device.kind == "cpu":
+                raise
+            why = f"it does not fit in {net.device}'s memory"
+    data = HostData(net, X, Y)
+    if say is not None:
+        why = why or ("it is a memory map" if is_memory_map(X) else "data_on_device=False")
+        where = "copied to the device" if net.device.kind != "cpu" else "read from it"
+        say(f"{what} ({nbytes_text(data.nbytes)}) stays on the host, since {why}: each batch is {where} in turn")
+    return data
 
 
 class _Evaluation:
-    """evaluate() on arrays already made by net.inputs() and net.targets(), with its buffers made once:
-    fit's per-epoch validation."""
+    """evaluate() on DeviceData or HostData, with its buffers made once: fit's per-epoch validation."""
 
-    def __init__(self, net, X, Y, batch_size: int = 4096):
-        self.net, self.X, self.Y, self.batch_size = net, X, Y, min(batch_size, len(X))
+    def __init__(self, net, data, batch_size: int = 4096):
+        self.net, self.data, self.batch_size = net, data, min(batch_size, len(data))
         with net.device.activate():
             self.workspace = net.workspace(self.batch_size, backward=False)
-            self.metrics = net.xp.zeros((2, len(X)), dtype=net.dtype)  # each row's loss, and 1 where it was right
+            self.batches = batches(data, self.batch_size)
+            self.metrics = net.xp.zeros((2, len(data)), dtype=net.dtype)  # each row's loss, and 1 where it was right
 
     def __call__(self) -> dict:
         net, ws = self.net, self.workspace
         with net.device.activate():
-            for start in range(0, len(self.X), self.batch_size):
-                done = slice(start, start + self.batch_size)
-                output = net.forward(self.X[done], ws, validate=False).output
-                measure(net, output, self.Y[done], ws, self.metrics[0, done], self.metrics[1, done])
+            for done, xb, yb in self.batches(contiguous_steps(len(self.data), self.batch_size)):
+                output = net.forward(xb, ws, validate=False).output
+                measure(net, output, yb, ws, self.metrics[0, done], self.metrics[1, done])
             return _summary(net, self.metrics)
 
 
@@ -164,6 +234,7 @@ def fit(
     threads: int | None = None,
     distributed=False,
     timeout: float = distributed_.DEFAULT_TIMEOUT,
+    data_on_device: bool | None = None,
 ) -> History:
     """Train `net` on (X, Y) by minibatch SGD; returns the History of every epoch.
 
@@ -179,6 +250,13 @@ def fit(
     `batch_size` rows, and the gradients are all-reduced; only rank 0 shows progress
     and writes the log. Every collective waits at most `timeout` seconds. Without a
     launcher it trains exactly as in one process.
+
+    data_on_device: True copies X and Y to the device once (the fastest, when they fit);
+    False keeps them on the host and copies each batch over, on a GPU while the previous
+    batch computes; None (the default) chooses True, except for a memory map
+    (numpy.load(path, mmap_mode="r")) and for data the GPU has no room for. The batches,
+    and so the weights, are the same either way. With progress on, fit says when the data
+    stays on the host.
     """
     epochs = _check_positive_int("epochs", epochs)
     batch_size = _check_positive_int("batch_size", batch_size)
@@ -195,17 +273,15 @@ def fit(
         threads = distributed_.cpu_threads_per_rank()
     if log is not None and not Path(log).resolve().parent.is_dir():
         raise ArgumentError(f"log: the folder for {str(log)!r} does not exist")
+    say = (lambda text: print(f"gpubp: {text}", file=sys.stderr, flush=True)) if progress else None
     with net.device.activate(), _blas_threads(threads):
-        with _copying(net, "the training data (X and Y)", X):
-            X = net.inputs(X)  # to the device once, for the whole run
-            Y = net.targets(Y, len(X))
+        data = _data(net, X, Y, data_on_device, "the training data (X and Y)", "copying", say)
         val = None
         if validation_data is not None:
             if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
                 raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
-            with _copying(net, "the validation data", validation_data[0]):
-                val_X = net.inputs(validation_data[0])
-                val = _Evaluation(net, val_X, net.targets(validation_data[1], len(val_X)))
+            val_data = _data(net, *validation_data, data_on_device, "the validation data", "copying", say)
+            val = _Evaluation(net, val_data)
         state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
         callbacks = list(callbacks)
         for cb in callbacks:
@@ -216,12 +292,12 @@ def fit(
         if comm.rank != 0:
             progress, log = False, None  # one voice: rank 0's
         try:
-            loop = _EpochLoop(net, optimizer, X, Y, batch_size, shuffle, seed, comm)
+            loop = _EpochLoop(net, optimizer, data, batch_size, shuffle, seed, comm)
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
             raise _out_of_memory(net, batch_size) from e
-        _start_together(comm, net, optimizer, X)
+        _start_together(comm, net, optimizer, data)
         progress = _Progress(progress, epochs, loop.batches, sys.stderr)
         watchers = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
         step_hook = None
@@ -247,7 +323,7 @@ def fit(
                 loop.restore()
                 raise _out_of_memory(net, batch_size) from e
             if val is not None:
-                with _copying(net, "the validation data", val.X, "evaluating"):
+                with _copying(net, "the validation data", val.data, "evaluating"):
                     metrics = val()  # checked once, before the first epoch
                 record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
             record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
@@ -303,8 +379,9 @@ def _copying(net, what: str, X, doing: str = "copying"):
         shape = getattr(X, "shape", None)
         size = f" of shape {tuple(shape)}" if shape is not None else ""
         raise OutOfMemory(
-            f"{net.device} ran out of memory {doing} {what}{size} as {net.dtype.name}: the data sets stay on "
-            "the device during fit. Use fewer rows, a float32 net, or another device."
+            f"{net.device} ran out of memory {doing} {what}{size} as {net.dtype.name}. Pass "
+            "data_on_device=False to keep the data on the host and copy one batch at a time (gpubp train: "
+            "save X and y as .npy files), or use fewer rows or a float32 net."
         ) from e
 
 
@@ -347,34 +424,34 @@ def _gather(xp, source, rows, out):
 
 
 class _EpochLoop:
-    """One epoch of minibatch steps over data already on the device.
+    """One epoch of minibatch steps over DeviceData or HostData.
 
     Everything a step writes (the batch, every z, a and delta, the gradients, the
     optimizer's work array) is made here, once, so an epoch allocates nothing.
     """
 
-    def __init__(self, net, optimizer, X, Y, batch_size, shuffle, seed, comm):
+    def __init__(self, net, optimizer, data, batch_size, shuffle, seed, comm):
         xp = net.xp
-        self.net, self.optimizer, self.X, self.Y, self.comm = net, optimizer, X, Y, comm
-        self.batch_size, self.shuffle, self.seed = min(batch_size, len(X)), shuffle, seed
-        self.batches = math.ceil(len(X) / self.batch_size)
+        self.net, self.optimizer, self.data, self.comm = net, optimizer, data, comm
+        self.batch_size, self.shuffle, self.seed = min(batch_size, len(data)), shuffle, seed
+        self.batches = math.ceil(len(data) / self.batch_size)
         self.workspace = net.workspace(self.batch_size)
         self.grads = net.new_grads()
-        self.X_batch = xp.empty((self.batch_size, X.shape[1]), dtype=X.dtype)
-        self.Y_batch = xp.empty((self.batch_size, Y.shape[1]), dtype=Y.dtype)
+        self.make_batches = batches(data, self.batch_size)
         self.last_good = xp.empty_like(net.params)  # the state at the start of the epoch, to fall back on
         self.last_state = {name: xp.empty_like(array) for name, array in optimizer.state.items()}
         self.last_steps = optimizer.steps
         self.metrics = xp.zeros(
-            (2, len(X)), dtype=net.dtype
+            (2, len(data)), dtype=net.dtype
         )  # each row's loss, and 1 where it was right, in epoch order
-        self.rows = numpy.arange(len(X))  # 0 … N−1, for each epoch's shuffle to start from
+        self.rows = numpy.arange(len(data))  # 0 … N−1, for each epoch's shuffle to start from
         self.order_host = numpy.empty_like(self.rows)
-        self.order = self.order_host if net.device.kind == "cpu" else xp.empty(len(X), dtype=self.rows.dtype)
+        on_host = net.device.kind == "cpu" or isinstance(data, HostData)  # where the batches' rows are read
+        self.order = self.order_host if on_host else xp.empty(len(data), dtype=self.rows.dtype)
 
     def run(self, epoch: int, batch_done, step_hook=None) -> dict:
         """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
-        net, xp, n = self.net, self.net.xp, len(self.X)
+        net, n = self.net, len(self.data)
         self.last_good[...] = net.params
         for name, array in self.optimizer.state.items():
             self.last_state[name][...] = array
@@ -385,17 +462,10 @@ class _EpochLoop:
             numpy.random.default_rng([self.seed, epoch]).shuffle(self.order_host)  # = permutation(n), in place
         if self.order is not self.order_host:
             self.order.set(self.order_host)  # one copy to the GPU per epoch
-        order = self.order
         self.metrics[...] = 0  # each rank writes only its own share of each batch
-        for start in range(0, n, self.batch_size):
-            batch = order[start : start + self.batch_size]
-            low, high = self._shard(len(batch))
-            rows = batch[low:high]
-            if len(rows):
-                xb = _gather(xp, self.X, rows, self.X_batch[: len(rows)])
-                yb = _gather(xp, self.Y, rows, self.Y_batch[: len(rows)])
+        for done, xb, yb in self.make_batches(self._steps(n)):
+            if xb is not None:
                 trace = net.forward(xb, self.workspace, validate=False)  # fit checked all of X once
-                done = slice(start + low, start + high)  # these rows' places in the epoch's order
                 measure(net, trace.output, yb, self.workspace, self.metrics[0, done], self.metrics[1, done])
                 net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False)
             else:  # a last batch with fewer rows than ranks: nothing here to learn from
@@ -403,19 +473,26 @@ class _EpochLoop:
             if self.comm.size > 1:
                 # Each rank's gradient is the mean over its rows; weighted by its share and summed,
                 # they give the mean over the whole global batch, even when the shares differ.
-                self.grads.flat *= len(rows) / len(batch)
+                start = done.start // self.batch_size * self.batch_size  # where the global batch starts
+                self.grads.flat *= (done.stop - done.start) / min(self.batch_size, n - start)
                 self.comm.allreduce_sum(self.grads.flat)
             if step_hook is not None:  # a LayerMonitor, say: it sees this step's trace and gradients
-                step_hook(trace if len(rows) else None, self.grads)
+                step_hook(trace if xb is not None else None, self.grads)
             self.optimizer.step(self.grads)
             batch_done()
         if self.comm.size > 1:
             self.comm.allreduce_sum(self.metrics)
         # The one host sync of the epoch: the loss, and whether every weight is still a number.
         summary = _summary(net, self.metrics)
-        if not math.isfinite(summary["loss"]) or not _all_finite(xp, net.params):
+        if not math.isfinite(summary["loss"]) or not _all_finite(net.xp, net.params):
             self._diverged(epoch, summary["loss"])
         return summary
+
+    def _steps(self, n: int):
+        """(done, rows) for each step: where this rank's rows sit in the epoch's order, and which rows they are."""
+        for start in range(0, n, self.batch_size):
+            low, high = self._shard(min(self.batch_size, n - start))
+            yield slice(start + low, start + high), self.order[start + low : start + high]
 
     def _shard(self, m: int) -> tuple[int, int]:
         """Where this rank's contiguous share of a global batch of m rows starts and ends: all of it alone."""

@@ -85,7 +85,7 @@ def test_load_file_errors(tmp_path):
     with pytest.raises(gpubp.DatasetError, match="does not exist"):
         datasets.load_file(tmp_path / "missing.csv")
     (tmp_path / "d.txt").write_text("1,2\n")
-    with pytest.raises(gpubp.DatasetError, match="must end in .npz or .csv"):
+    with pytest.raises(gpubp.DatasetError, match="must end in .npz, .csv or .npy"):
         datasets.load_file(tmp_path / "d.txt")
     np.savez(tmp_path / "wrong.npz", data=np.zeros(3))
     with pytest.raises(gpubp.DatasetError, match=r"must hold arrays named X and y; it holds \['data'\]"):

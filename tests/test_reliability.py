@@ -360,6 +360,7 @@ def test_running_out_of_memory_copying_the_data_says_so():
     assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) as float32" in (
         result.stdout
     )
+    assert "Pass data_on_device=False to keep the data on the host" in result.stdout
 
 
 def test_gpu_out_of_memory_names_the_batch_size():

@@ -42,7 +42,7 @@ class Split:
 def load_split(
     spec: str, test_size: float = 0.2, seed: int = 0, mnist_dir=None, download: bool = False, header: str = "auto"
 ) -> Split:
-    """`spec` is xor, spirals, digits, mnist, or a path to a .npz or .csv file (read as load_file reads it)."""
+    """`spec` is xor, spirals, digits, mnist, or a path to a .npz, .csv or X .npy file (read as load_file reads it)."""
     if spec == "xor":
         X, y = xor()
         return Split("xor", X, y, X, y)  # four cases: train and test on all of them
@@ -56,10 +56,19 @@ def load_split(
     elif spec == "digits":
         X, y = digits()
         name, images = "digits", True
-    elif Path(spec).suffix.lower() in (".npz", ".csv"):
+    elif Path(spec).suffix.lower() in (".npz", ".csv", ".npy"):
         X, y, report = read_data(spec, header=header)
-        name, images = Path(spec).stem, False
+        name, images = _name(Path(spec)), False
     else:
-        raise DatasetError(f"data must be one of {', '.join(NAMES)}, or a path ending in .npz or .csv; got {spec!r}")
+        raise DatasetError(
+            f"data must be one of {', '.join(NAMES)}, or a path ending in .npz, .csv or .npy; got {spec!r}"
+        )
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=test_size, seed=seed)
     return Split(name, X_train, y_train, X_test, y_test, images=images, report=report)
+
+
+def _name(path: Path) -> str:
+    """A data file's name for the saved model's: its stem, without the X of an X .npy (train_X.npy: train)."""
+    if path.suffix.lower() != ".npy":
+        return path.stem
+    return path.stem[: path.stem.rindex("X")].rstrip("_-.") or path.resolve().parent.name or "data"
