@@ -97,7 +97,8 @@ class Batches:
         y_shape = (rows,) if data.labels else (rows, k)
         with net.device.activate():
             host = self._pinned if self.gpu else numpy.empty
-            self.host = [(host((rows, data.X.shape[1]), data.X.dtype), host(y_shape, data.Y.dtype)) for _ in "ab"]
+            x_dtype, y_dtype = (a.dtype.newbyteorder("=") for a in (data.X, data.Y))  # GPUs take native order
+            self.host = [(host((rows, data.X.shape[1]), x_dtype), host(y_shape, y_dtype)) for _ in "ab"]
             self.device = [(xp.empty(x.shape, x.dtype), xp.empty(y.shape, y.dtype)) for x, y in self.host]
             self.X_batch = xp.empty((rows, data.X.shape[1]), dtype=net.dtype)
             self.Y_batch = xp.empty((rows, k), dtype=net.dtype)
@@ -106,8 +107,8 @@ class Batches:
                 self.hits = xp.empty((rows, k), dtype=bool)
             if self.gpu:
                 self.stream = xp.cuda.Stream(non_blocking=True)  # the copies' own stream
-                self.copied = [xp.cuda.Event(), xp.cuda.Event()]
-                self.used = [xp.cuda.Event(), xp.cuda.Event()]
+                self.copied = [xp.cuda.Event(block=True, disable_timing=True) for _ in "ab"]  # the host sleeps on these
+                self.used = [xp.cuda.Event(disable_timing=True) for _ in "ab"]
 
     def _pinned(self, shape, dtype):
         """A NumPy array in page-locked host memory, which the GPU can copy from while the host works on."""
@@ -118,7 +119,13 @@ class Batches:
     def __call__(self, steps):
         """For each (done, rows) of `steps`: (done, X_batch, Y_batch) on the device, or (done, None, None)
         where rows is empty. rows: host indices into the data, or a slice of it."""
-        steps = iter(steps)
+        try:
+            yield from self._batches(iter(steps))
+        finally:  # a pass left early: no copy may still be writing the buffers when they are freed
+            if self.gpu:
+                self.stream.synchronize()
+
+    def _batches(self, steps):
         step = next(steps, None)
         slot = 0
         if step is not None:

@@ -87,3 +87,15 @@ def test_monitor_cost_benchmark_runs():
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| b")]
     assert [row.split(" | ")[:2] for row in rows] == [["| b64-h128", "1"], ["| b64-h128", "2"], ["| b256-h128", "1"]]
+
+
+def test_host_streaming_benchmark_runs_and_finds_the_same_weights():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "host_streaming.py"), "--tiny", "--rounds", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    [row] = [line for line in result.stdout.splitlines() if line.startswith("| cpu |")]
+    assert row.endswith("| yes |")

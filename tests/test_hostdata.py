@@ -72,6 +72,13 @@ def test_host_batches_give_the_same_weights_as_data_on_the_device(tmp_path, loss
     np.testing.assert_array_equal(plain, on_device)
 
 
+def test_a_big_endian_memory_map_trains_as_its_native_copy(tmp_path):
+    X, y = small_data()
+    big = memory_map(tmp_path / "X.npy", X.astype(">f4"))
+    assert big.dtype.byteorder == ">"
+    np.testing.assert_array_equal(trained(big, y).params, trained(X.astype("<f4"), y).params)
+
+
 def test_validation_and_evaluate_and_predict_read_a_memory_map_as_they_read_ram(tmp_path):
     X, y = small_data()
     X_map, y_map = memory_map(tmp_path / "X.npy", X), memory_map(tmp_path / "y.npy", y)
