@@ -71,6 +71,7 @@ class TrainState:
     epochs: int = 0
     seed: int = 0  # epoch e shuffles with numpy.random.default_rng([seed, e])
     rank: int = 0  # this process's rank in distributed training; 0 alone saves and reports
+    comm: object = None  # the communicator of distributed training (gpubp.distributed); None before fit sets it
     stop: bool = False
 
 

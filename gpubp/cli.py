@@ -177,8 +177,7 @@ def _resume(path, device, comm):
 
 def cmd_train(args) -> int:
     stopper = _StopOnSignal()
-    if distributed.launched_size() == 1:  # under mpiexec the launcher ends the ranks together
-        stopper.install()  # from the start: a signal while the data loads stops at the first step
+    stopper.install()  # from the start: a signal while the data loads stops at the first step
     try:
         return _train(args, stopper)
     finally:
@@ -319,13 +318,16 @@ class _StopOnSignal(Callback):
     then stop, keeping the last completed epoch's checkpoint. A second signal ends the process at once.
 
     The handlers are set explicitly, so Ctrl-C works even when the process started with SIGINT
-    ignored (as a shell's background jobs do).
+    ignored (as a shell's background jobs do). Under mpiexec, which passes a SIGTERM or Ctrl-C on
+    to every rank, the ranks agree after each step, with an all-reduce of two numbers, on whether
+    any of them got one: so they all stop after the same step, and none waits for the others.
     """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(self):
         self.signum, self.previous = None, {}
+        self.seen = numpy.zeros(2)  # whether this rank got SIGTERM, and SIGINT: summed over the ranks
 
     def install(self) -> None:
         if threading.current_thread() is not threading.main_thread():
@@ -345,15 +347,21 @@ class _StopOnSignal(Callback):
             os._exit(128 + signum)
         self.signum = signum
 
-    def _check(self) -> None:
-        if self.signum is not None:
-            raise _Stopped(self.signum)
+    def _check(self, state) -> None:
+        if state.comm is None or state.comm.size == 1:
+            if self.signum is not None:
+                raise _Stopped(self.signum)
+            return
+        self.seen[...] = [self.signum == signal.SIGTERM, self.signum == signal.SIGINT]  # taken before the
+        state.comm.allreduce_sum(self.seen)  # all-reduce: a signal during it counts at the next step, everywhere
+        if self.seen.any():
+            raise _Stopped(signal.SIGTERM if self.seen[0] else signal.SIGINT)
 
     def on_step_end(self, state, trace, grads) -> None:
-        self._check()
+        self._check(state)
 
     def on_epoch_end(self, state, record) -> None:
-        self._check()
+        self._check(state)
 
 
 class _MonitorLines(Callback):

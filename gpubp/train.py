@@ -288,7 +288,7 @@ def fit(
             if not isinstance(cb, Callback):
                 raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
         comm = _communicator(net, distributed, timeout)
-        state.rank = comm.rank
+        state.rank, state.comm = comm.rank, comm
         if comm.rank != 0:
             progress, log = False, None  # one voice: rank 0's
         try:

@@ -152,6 +152,47 @@ def test_gpubp_train_under_mpiexec(tmp_path):
     assert gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu").epoch == 3
 
 
+def rank_pid(rank: int) -> int:
+    """The process id of this user's gpubp rank `rank` under mpiexec, found by its PMI_RANK."""
+    for entry in Path("/proc").iterdir():
+        try:
+            variables = (entry / "environ").read_bytes().split(b"\0")
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):
+            continue
+        if b"gpubp\0train" in command and f"PMI_RANK={rank}".encode() in variables:
+            return int(entry.name)
+    raise AssertionError(f"no rank {rank} found in /proc")
+
+
+def test_sigterm_to_mpiexec_stops_every_rank_after_the_same_step_and_the_checkpoint_resumes(tmp_path):
+    path, epoch = tmp_path / "m.safetensors", None
+    command = [mpiexec(), "-n", "2", sys.executable, "-m", "gpubp", "train", "--epochs", "100000", "--save",
+               path.name, "--no-progress"]  # fmt: skip
+    # To the launcher, which passes it on to every rank; then to rank 1 alone, as if the signal
+    # reached the ranks at different moments: rank 0 must stop with it, not wait for it.
+    for delay, to_rank in ((0.0, None), (1.5, None), (3.0, None), (1.5, 1)):
+        process = subprocess.Popen([*command, "--timeout", "15"], cwd=tmp_path, env=environment(),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+        while not process.stderr.readline().startswith("training "):  # rank 0 has started training
+            assert process.poll() is None
+        time.sleep(delay)
+        os.kill(process.pid if to_rank is None else rank_pid(to_rank), signal.SIGTERM)
+        sent = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        assert time.monotonic() - sent < 10 and "did not finish within" not in stderr, stderr  # no rank waited
+        assert process.returncode == 143, stderr
+        assert stderr.count("gpubp: interrupted by SIGTERM; ") == 1, stderr  # rank 0 says it, once
+        if "is saved in" in stderr:
+            epoch = int(stderr.split("completed epoch (")[1].split(")")[0])
+            assert gpubp.load_checkpoint(path, device="cpu").epoch == epoch
+    assert epoch is not None  # the later stops came after an epoch was saved
+    resumed = subprocess.run([*command[:6], "train", "--resume", path.name, "--epochs", str(epoch + 1)],
+                             capture_output=True, text=True, cwd=tmp_path, env=environment(), timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr
+    assert gpubp.load_checkpoint(path, device="cpu").epoch == epoch + 1
+
+
 def test_bad_backend_and_timeout():
     with pytest.raises(gpubp.ArgumentError, match="backend must be one of 'auto', 'mpi', 'nccl'"):
         distributed.communicator(backend="gloo")
