@@ -273,8 +273,10 @@ def fit(
         threads = distributed_.cpu_threads_per_rank()
     if log is not None and not Path(log).resolve().parent.is_dir():
         raise ArgumentError(f"log: the folder for {str(log)!r} does not exist")
-    say = (lambda text: print(f"gpubp: {text}", file=sys.stderr, flush=True)) if progress else None
     with net.device.activate(), _blas_threads(threads):
+        comm = _communicator(net, distributed, timeout)
+        loud = progress and comm.rank == 0  # one voice: rank 0's
+        say = (lambda text: print(f"gpubp: {text}", file=sys.stderr, flush=True)) if loud else None
         data = _data(net, X, Y, data_on_device, "the training data (X and Y)", "copying", say)
         val = None
         if validation_data is not None:
@@ -287,7 +289,6 @@ def fit(
         for cb in callbacks:
             if not isinstance(cb, Callback):
                 raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
-        comm = _communicator(net, distributed, timeout)
         state.rank, state.comm = comm.rank, comm
         if comm.rank != 0:
             progress, log = False, None  # one voice: rank 0's

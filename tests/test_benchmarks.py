@@ -8,14 +8,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def run_script(name, *args, timeout=600, **kwargs):
+    """benchmarks/`name` run with `args` in a fresh Python, its output captured."""
+    command = [sys.executable, str(ROOT / "benchmarks" / name), *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
 def test_bench_tiny_prints_the_table_and_writes_json(tmp_path):
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_script("bench.py", "--tiny", "--json", str(out))
     assert result.returncode == 0, result.stderr
     assert "| config | gpubp s |" in result.stdout and "| tiny-b32-h16-t1 |" in result.stdout
     assert "blas: " in result.stdout and "OPENBLAS_CORETYPE: " in result.stdout
@@ -31,12 +32,7 @@ def test_bench_tiny_prints_the_table_and_writes_json(tmp_path):
 
 
 def test_bench_refuses_an_unknown_peer():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "bench.py"), "--tiny", "--peers", "tensorflow"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    result = run_script("bench.py", "--tiny", "--peers", "tensorflow", timeout=120)
     assert result.returncode == 2 and "--peers takes torch and sklearn" in result.stderr
 
 
@@ -45,13 +41,7 @@ def test_scaling_script_compares_one_process_with_two_ranks(tmp_path):
 
     mpiexec()  # skips (or fails in CI) without MPI
     out = tmp_path / "scaling.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "scaling.py"), "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=environment(),
-    )
+    result = run_script("scaling.py", "--json", str(out), env=environment())
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     two = report["2"]
@@ -65,12 +55,7 @@ def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
 
     require_module("sklearn", SKLEARN)
     out = tmp_path / "fit.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "sklearn_fit.py"), "--tiny", "--repeats", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_script("sklearn_fit.py", "--tiny", "--repeats", "1", "--json", str(out))
     assert result.returncode == 0, result.stderr
     [row] = json.loads(out.read_text())["rows"]
     assert row["device"] == "cpu" and row["gpubp"] > 0 and row["sklearn"] > 0
@@ -78,24 +63,14 @@ def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
 
 
 def test_monitor_cost_benchmark_runs():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "monitor_cost.py"), "--tiny"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_script("monitor_cost.py", "--tiny")
     assert result.returncode == 0, result.stderr
     rows = [line for line in result.stdout.splitlines() if line.startswith("| b")]
     assert [row.split(" | ")[:2] for row in rows] == [["| b64-h128", "1"], ["| b64-h128", "2"], ["| b256-h128", "1"]]
 
 
 def test_host_streaming_benchmark_runs_and_finds_the_same_weights():
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "host_streaming.py"), "--tiny", "--rounds", "1"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    result = run_script("host_streaming.py", "--tiny", "--rounds", "1")
     assert result.returncode == 0, result.stderr
     [row] = [line for line in result.stdout.splitlines() if line.startswith("| cpu |")]
     assert row.endswith("| yes |")
