@@ -153,14 +153,15 @@ def test_gpubp_train_under_mpiexec(tmp_path):
 
 
 def rank_pid(rank: int) -> int:
-    """The process id of this user's gpubp rank `rank` under mpiexec, found by its PMI_RANK."""
+    """The process id of gpubp's rank `rank` under mpiexec, found by its rank variable (MPICH's or Open MPI's)."""
     for entry in Path("/proc").iterdir():
         try:
             variables = (entry / "environ").read_bytes().split(b"\0")
             command = (entry / "cmdline").read_bytes()
         except (OSError, ValueError):
             continue
-        if b"gpubp\0train" in command and f"PMI_RANK={rank}".encode() in variables:
+        names = (f"PMI_RANK={rank}".encode(), f"OMPI_COMM_WORLD_RANK={rank}".encode())
+        if b"gpubp\0train" in command and any(name in variables for name in names):
             return int(entry.name)
     raise AssertionError(f"no rank {rank} found in /proc")
 
