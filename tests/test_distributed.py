@@ -152,18 +152,29 @@ def test_gpubp_train_under_mpiexec(tmp_path):
     assert gpubp.load_checkpoint(tmp_path / "m.safetensors", device="cpu").epoch == 3
 
 
-def rank_pid(rank: int) -> int:
-    """The process id of gpubp's rank `rank` under mpiexec, found by its rank variable (MPICH's or Open MPI's)."""
+def rank_pid(launcher: int, rank: int) -> int:
+    """The process id of gpubp's rank `rank` started by the mpiexec `launcher`, found in /proc by its
+    rank variable (MPICH's or Open MPI's) and its ancestry: another job's ranks are never picked."""
+    parents, found = {}, []
     for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
         try:
+            parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
             variables = (entry / "environ").read_bytes().split(b"\0")
             command = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError):
+        except (OSError, ValueError, IndexError):
             continue
         names = (f"PMI_RANK={rank}".encode(), f"OMPI_COMM_WORLD_RANK={rank}".encode())
         if b"gpubp\0train" in command and any(name in variables for name in names):
-            return int(entry.name)
-    raise AssertionError(f"no rank {rank} found in /proc")
+            found.append(int(entry.name))
+    for pid in found:
+        ancestor = pid
+        while ancestor in parents and ancestor != launcher:
+            ancestor = parents[ancestor]
+        if ancestor == launcher:
+            return pid
+    raise AssertionError(f"no rank {rank} of mpiexec {launcher} found in /proc")
 
 
 def test_sigterm_to_mpiexec_stops_every_rank_after_the_same_step_and_the_checkpoint_resumes(tmp_path):
@@ -178,7 +189,7 @@ def test_sigterm_to_mpiexec_stops_every_rank_after_the_same_step_and_the_checkpo
         while not process.stderr.readline().startswith("training "):  # rank 0 has started training
             assert process.poll() is None
         time.sleep(delay)
-        os.kill(process.pid if to_rank is None else rank_pid(to_rank), signal.SIGTERM)
+        os.kill(process.pid if to_rank is None else rank_pid(process.pid, to_rank), signal.SIGTERM)
         sent = time.monotonic()
         _, stderr = process.communicate(timeout=60)
         assert time.monotonic() - sent < 10 and "did not finish within" not in stderr, stderr  # no rank waited
