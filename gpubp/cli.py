@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy
 
-from . import atomic, backend, checkpoint, datasets, distributed, plot, train
+from . import atomic, backend, checkpoint, datasets, distributed, hostdata, plot, train
 from ._version import __version__
 from .activations import ACTIVATIONS, HIDDEN
 from .callbacks import Callback, CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
@@ -88,8 +88,8 @@ def _scaler_for(split, settings) -> datasets.Standardizer | None:
 
 
 def _scale(X, scaler_dict):
-    if scaler_dict is None:
-        return numpy.asarray(X, dtype=numpy.float32)
+    if scaler_dict is None:  # a memory map stays one: fit converts it a batch at a time
+        return X if hostdata.is_memory_map(X) else numpy.asarray(X, dtype=numpy.float32)
     return datasets.Standardizer.from_dict(scaler_dict).transform(X)
 
 

@@ -21,12 +21,48 @@ import numpy
 
 from .errors import ArgumentError, ArgumentTypeError, ShapeError
 
-CHUNK_BYTES = 8 << 20  # the checks read X and Y in pieces of about this many bytes
+CHUNK_BYTES = 1 << 20  # the checks read X and Y in pieces of about this many bytes
 
 
 def is_memory_map(X) -> bool:
-    """Whether X is a NumPy memory map: numpy.memmap, or numpy.load(..., mmap_mode=...)."""
-    return isinstance(X, numpy.memmap)
+    """Whether X is read from disk as it is used: a NumPy memory map (numpy.memmap, or
+    numpy.load(..., mmap_mode=...)), or a RowView of one."""
+    return isinstance(X, (numpy.memmap, RowView))
+
+
+class RowView:
+    """Some rows of a 2-D array or memory map, in a given order, each block of them passed through
+    `transform` (a function of an array of rows) when it is read: a data set split and scaled
+    without being copied. Indexing it with a slice or an array of positions gives a NumPy array."""
+
+    def __init__(self, source, index, transform=None):
+        self.source, self.index, self.transform = source, numpy.asarray(index, dtype=numpy.int64), transform
+        first = self[:1] if len(self.index) else source[:0]
+        self.dtype = first.dtype
+        self.shape = (len(self.index), *source.shape[1:])
+        self.ndim = len(self.shape)
+        self.nbytes = len(self.index) * first[:1].nbytes
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __array__(self, dtype=None, copy=None):
+        """All of it, read into memory: only where a caller asks for a whole array."""
+        whole = self[:]
+        return whole if dtype is None else whole.astype(dtype, copy=False)
+
+    def __getitem__(self, rows):
+        block = numpy.take(self.source, self.index[rows], axis=0).view(numpy.ndarray)  # in memory: not a map
+        return block if self.transform is None else self.transform(block)
+
+    def rows(self, index) -> RowView:
+        """The view of rows `index` of this one: a split of a split."""
+        return RowView(self.source, self.index[index], self.transform)
+
+    def mapped(self, transform) -> RowView:
+        """The same rows, each block passed through `transform` after this view's own."""
+        inner = self.transform
+        return RowView(self.source, self.index, transform if inner is None else lambda b: transform(inner(b)))
 
 
 def nbytes_text(n: int) -> str:
@@ -192,7 +228,7 @@ def _count(rows) -> int:
 
 def _read(source, rows, out) -> None:
     """out = source[rows]: a slice is read straight through, index arrays row by row."""
-    if isinstance(rows, slice):
+    if isinstance(rows, slice) or isinstance(source, RowView):
         out[...] = source[rows]
     else:  # mode="clip": with the default, NumPy copies through a temporary as large as out
         numpy.take(source, rows, axis=0, out=out, mode="clip")
@@ -204,7 +240,7 @@ def _host_array(x, name: str):
         raise ArgumentTypeError(
             f"{name} is on a GPU; data_on_device=False keeps data on the host: pass a NumPy array or memory map"
         )
-    if not isinstance(x, numpy.ndarray):
+    if not isinstance(x, (numpy.ndarray, RowView)):
         try:
             x = numpy.asarray(x)
         except (ValueError, TypeError) as e:

@@ -169,6 +169,71 @@ def test_gpubp_train_takes_a_npy_pair(tmp_path):
     assert (tmp_path / "gpubp-train.safetensors").is_file()
 
 
+@pytest.mark.parametrize("standardize", ["none", "feature"])
+def test_gpubp_train_on_a_npy_pair_gives_the_model_of_the_same_data_in_a_npz(tmp_path, standardize):
+    from .test_cli import gpubp_cli
+
+    X, y = small_data(rows=300)
+    X = X.astype(np.float32)  # as load_file reads a .npz; a .npy stays in the dtype it was saved in
+    np.save(tmp_path / "X.npy", X)
+    np.save(tmp_path / "y.npy", y)
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    for data, model in (("X.npy", "a.safetensors"), ("d.npz", "b.safetensors")):
+        result = gpubp_cli("train", "--data", data, "--epochs", "2", "--standardize", standardize, "--save", model,
+                           "--no-progress", cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    a, b = (gpubp.load_checkpoint(tmp_path / name, device="cpu") for name in ("a.safetensors", "b.safetensors"))
+    np.testing.assert_array_equal(a.net.params, b.net.params)  # the same split, scaling and batches
+    evaluated = gpubp_cli("eval", "a.safetensors", "--data", "X.npy", cwd=tmp_path)
+    assert evaluated.returncode == 0 and "test rows: 60" in evaluated.stdout, evaluated.stderr
+
+
+def test_gpubp_train_on_a_large_npy_pair_needs_memory_for_batches_not_for_the_data(tmp_path, monkeypatch):
+    from gpubp import cli
+
+    rows, features = 262_144, 256  # float32: 256 MiB
+    X = np.lib.format.open_memmap(tmp_path / "X.npy", mode="w+", dtype=np.float32, shape=(rows, features))
+    rng = np.random.default_rng(0)
+    for start in range(0, rows, 32_768):
+        X[start : start + 32_768] = rng.random((32_768, features), dtype=np.float32)
+    X.flush()
+    del X
+    np.save(tmp_path / "y.npy", rng.integers(0, 2, rows))
+    monkeypatch.chdir(tmp_path)
+    gc.collect()
+    tracemalloc.start()
+    try:  # split, standardise, train an epoch, evaluate the test rows, save
+        code = cli.main(["train", "--data", "X.npy", "--epochs", "1", "--layers", "8", "--batch-size", "1024",
+                         "--no-progress"])  # fmt: skip
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 0
+    assert peak < 64 * 2**20, f"gpubp train allocated {peak / 2**20:.0f} MB at its peak for 256 MB of data"
+
+
+def test_splitting_and_standardising_a_memory_map_read_it_in_pieces(tmp_path, monkeypatch):
+    from gpubp.datasets import Standardizer, train_test_split
+
+    monkeypatch.setattr(hostdata, "CHUNK_BYTES", 200)  # many chunks
+    X, y = small_data()
+    mapped = memory_map(tmp_path / "X.npy", X)
+    X_train, X_test, y_train, y_test = train_test_split(mapped, y, 0.25, seed=3)
+    in_ram = train_test_split(X, y, 0.25, seed=3)
+    assert isinstance(X_train, hostdata.RowView) and isinstance(X_test, hostdata.RowView)
+    np.testing.assert_array_equal(np.asarray(X_train), in_ram[0])
+    np.testing.assert_array_equal(np.asarray(X_test), in_ram[1])
+    np.testing.assert_array_equal(y_train, in_ram[2])
+    for per_feature in (True, False):
+        chunked, whole = (
+            Standardizer(per_feature=per_feature).fit(X_train),
+            Standardizer(per_feature=per_feature).fit(in_ram[0]),
+        )
+        np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
+        np.testing.assert_allclose(chunked.scale, whole.scale, rtol=1e-12)
+        np.testing.assert_array_equal(np.asarray(whole.transform(X_train)), whole.transform(in_ram[0]))
+
+
 def test_on_a_gpu_host_batches_equal_device_data_bit_for_bit(tmp_path):
     require_gpu()
     X, y = small_data()

@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import numpy
 
+from .. import hostdata
 from ..errors import ArgumentError, ShapeError
+from ..hostdata import RowView, is_memory_map
 
 
 def train_test_split(X, y, test_size: float = 0.2, seed: int = 0):
-    """Shuffle the rows with `seed` and split them: returns X_train, X_test, y_train, y_test."""
-    X, y = numpy.asarray(X), numpy.asarray(y)
+    """Shuffle the rows with `seed` and split them: returns X_train, X_test, y_train, y_test.
+
+    A memory map, or a RowView, is split into RowViews of it: nothing of X is read. y is copied.
+    """
+    if not is_memory_map(X):
+        X = numpy.asarray(X)
+    y = numpy.asarray(y)
     if len(X) != len(y):
         raise ShapeError(f"X and y must have the same number of rows; got {len(X)} and {len(y)}")
     if not 0 < test_size < 1:
@@ -19,6 +26,9 @@ def train_test_split(X, y, test_size: float = 0.2, seed: int = 0):
         raise ArgumentError(f"test_size={test_size} leaves an empty split of {len(X)} rows")
     order = numpy.random.default_rng(seed).permutation(len(X))
     test, train = order[:n_test], order[n_test:]
+    if is_memory_map(X):
+        view = X if isinstance(X, RowView) else RowView(X, numpy.arange(len(X)))
+        return view.rows(train), view.rows(test), y[train], y[test]
     return X[train], X[test], y[train], y[test]
 
 
@@ -37,6 +47,8 @@ class Standardizer:
         self.scale = None if scale is None else numpy.asarray(scale, dtype=numpy.float64)
 
     def fit(self, X) -> Standardizer:
+        if is_memory_map(X):
+            return self._fit_in_chunks(X)
         X = numpy.asarray(X, dtype=numpy.float64)
         if X.ndim != 2 or len(X) == 0:
             raise ShapeError(f"X must be a non-empty (N, features) array; got shape {X.shape}")
@@ -46,13 +58,33 @@ class Standardizer:
         self.scale = numpy.where(std > 0, std, 1.0)
         return self
 
+    def _fit_in_chunks(self, X) -> Standardizer:
+        """fit for data read from disk: two passes of float64 sums over chunks, never all of X at once."""
+        if X.ndim != 2 or len(X) == 0:
+            raise ShapeError(f"X must be a non-empty (N, features) array; got shape {X.shape}")
+        rows = max(1, hostdata.CHUNK_BYTES // (8 * X.shape[1]))
+        chunks = [slice(start, start + rows) for start in range(0, len(X), rows)]
+        count = len(X) if self.per_feature else len(X) * X.shape[1]
+        total = sum(numpy.asarray(X[c], dtype=numpy.float64).sum(axis=0) for c in chunks)
+        mean = total / count if self.per_feature else numpy.full(X.shape[1], total.sum() / count)
+        squares = sum(((numpy.asarray(X[c], dtype=numpy.float64) - mean) ** 2).sum(axis=0) for c in chunks)
+        var = squares / count if self.per_feature else numpy.full(X.shape[1], squares.sum() / count)
+        std = numpy.sqrt(var)
+        self.mean, self.scale = mean, numpy.where(std > 0, std, 1.0)
+        return self
+
     def transform(self, X, dtype="float32"):
         if self.mean is None:
             raise ArgumentError("this Standardizer has not been fitted: call fit(X_train) first")
-        X = numpy.asarray(X, dtype=numpy.float64)
+        if is_memory_map(X):  # scaled as it is read, a block of rows at a time
+            view = X if isinstance(X, RowView) else RowView(X, numpy.arange(len(X)))
+            return view.mapped(lambda block: self.transform(block, dtype))
+        X = numpy.array(X, dtype=numpy.float64)  # a copy, scaled in place: the caller's X is left alone
         if X.ndim != 2 or X.shape[1] != len(self.mean):
             raise ShapeError(f"X must have shape (N, {len(self.mean)}) for this Standardizer; got {X.shape}")
-        return ((X - self.mean) / self.scale).astype(dtype)
+        X -= self.mean
+        X /= self.scale
+        return X.astype(dtype)
 
     def fit_transform(self, X, dtype="float32"):
         return self.fit(X).transform(X, dtype)
