@@ -23,6 +23,7 @@ from . import activations, losses
 from .backend import Device, device_of, get_array_module
 from .backend import device as get_device
 from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error
+from .hostdata import is_memory_map
 
 INITS = ("glorot", "he")
 DTYPES = ("float32", "float64")
@@ -389,12 +390,13 @@ class MLP:
     def predict(self, X, batch_size: int = 4096):
         """ŷ for the rows of X, as an array on this net's device.
 
-        A memory map (numpy.load(path, mmap_mode="r")) is read batch_size rows at a time,
-        each batch checked and copied on its own, so it never needs to fit in memory whole.
+        A memory map (numpy.load(path, mmap_mode="r")), or a RowView of one, is read batch_size
+        rows at a time, each batch checked and copied on its own, so it never needs to fit in
+        memory whole.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ArgumentError(f"batch_size must be a whole number ≥ 1; got {batch_size!r}")
-        if not isinstance(X, numpy.memmap):
+        if not is_memory_map(X):
             return self.forward(X).output
         if X.ndim != 2 or X.shape[1] != self.sizes[0] or len(X) == 0:
             raise ShapeError(f"X must have shape (N, {self.sizes[0]}) with N ≥ 1 for this net; got {tuple(X.shape)}")

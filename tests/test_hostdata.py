@@ -232,6 +232,8 @@ def test_splitting_and_standardising_a_memory_map_read_it_in_pieces(tmp_path, mo
         np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
         np.testing.assert_allclose(chunked.scale, whole.scale, rtol=1e-12)
         np.testing.assert_array_equal(np.asarray(whole.transform(X_train)), whole.transform(in_ram[0]))
+    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2)
+    np.testing.assert_array_equal(net.predict(X_test, batch_size=7), net.predict(in_ram[1]))  # read in batches
 
 
 def test_on_a_gpu_host_batches_equal_device_data_bit_for_bit(tmp_path):
