@@ -18,12 +18,14 @@ Needs the sklearn extra: pip install 'gpubp[sklearn]'. `import gpubp` never impo
 from __future__ import annotations
 
 import warnings
-from numbers import Integral, Real
+from numbers import Integral
 
 import numpy
 
 from .errors import MissingDependency
 
+# scikit-learn's own parameter constraints, sample-weight checks and L-BFGS report (the imports from
+# private modules, stable since 1.2), so that bad values and warnings read exactly as scikit-learn's do.
 try:
     import scipy.optimize
     import scipy.sparse
@@ -31,12 +33,10 @@ try:
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.metrics import accuracy_score, r2_score
     from sklearn.model_selection import train_test_split
+    from sklearn.neural_network._multilayer_perceptron import BaseMultilayerPerceptron
     from sklearn.preprocessing import LabelBinarizer
     from sklearn.utils import check_random_state, gen_batches, shuffle
-
-    # scikit-learn's own parameter constraints, sample-weight checks and L-BFGS report, so that bad values
-    # and warnings read exactly as scikit-learn's do. These live in private modules (stable since 1.2).
-    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils._param_validation import StrOptions
     from sklearn.utils.metaestimators import available_if
     from sklearn.utils.multiclass import type_of_target, unique_labels
     from sklearn.utils.optimize import _check_optimize_result
@@ -105,30 +105,9 @@ class _SklearnSGD(SGD):
 class _BaseMLP(BaseEstimator):
     """What MLPClassifier and MLPRegressor share: fit, partial_fit, the solvers and the fitted attributes."""
 
-    _parameter_constraints: dict = {  # scikit-learn's, with gpubp's device and dtype
-        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
-        "activation": [StrOptions(set(ACTIVATIONS))],
-        "solver": [StrOptions(set(SOLVERS))],
-        "alpha": [Interval(Real, 0, None, closed="left")],
-        "batch_size": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
-        "learning_rate": [StrOptions(set(SCHEDULES))],
-        "learning_rate_init": [Interval(Real, 0, None, closed="neither")],
-        "power_t": [Interval(Real, 0, None, closed="left")],
-        "max_iter": [Interval(Integral, 1, None, closed="left")],
-        "shuffle": ["boolean"],
-        "random_state": ["random_state"],
-        "tol": [Interval(Real, 0, None, closed="left")],
-        "verbose": ["verbose"],
-        "warm_start": ["boolean"],
-        "momentum": [Interval(Real, 0, 1, closed="both")],
-        "nesterovs_momentum": ["boolean"],
-        "early_stopping": ["boolean"],
-        "validation_fraction": [Interval(Real, 0, 1, closed="left")],
-        "beta_1": [Interval(Real, 0, 1, closed="left")],
-        "beta_2": [Interval(Real, 0, 1, closed="left")],
-        "epsilon": [Interval(Real, 0, None, closed="neither")],
-        "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), Options(Real, {numpy.inf})],
-        "max_fun": [Interval(Integral, 1, None, closed="left")],
+    # scikit-learn's very objects (its option sets print in one order within a process), plus device and dtype
+    _parameter_constraints: dict = {
+        **BaseMultilayerPerceptron._parameter_constraints,
         "device": [str],
         "dtype": [None, StrOptions({"float32", "float64"}), type],
     }

@@ -217,6 +217,13 @@ def test_bad_parameters_are_refused_as_scikit_learn_refuses_them(options):
             estimator.fit(X, TARGETS["binary"])
         messages.append(str(refused.value))
     assert messages[1] == messages[0]  # scikit-learn's own words
+    # gpubp takes every option that scikit-learn's constraints let through
+    from gpubp import sklearn as gpubp_sklearn
+
+    constraints = reference.MLPClassifier._parameter_constraints
+    assert constraints["activation"][0].options == set(gpubp_sklearn.ACTIVATIONS)
+    assert constraints["solver"][0].options == set(gpubp_sklearn.SOLVERS)
+    assert constraints["learning_rate"][0].options == set(gpubp_sklearn.SCHEDULES)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         MLPClassifier(momentum=1.0, solver="sgd", max_iter=2, device="cpu").fit(X, TARGETS["binary"])  # allowed
