@@ -260,6 +260,12 @@ def device_of(x) -> Device:
     return Device("cuda", x.device.id)
 
 
+def all_finite(xp, a) -> bool:
+    """Whether every number in `a` is finite, with no array as large as `a`: NaN and ±inf
+    reach the smallest or the largest value, and two reductions find them."""
+    return bool(xp.isfinite(xp.stack([a.min(), a.max()])).all())
+
+
 def to_numpy(x) -> numpy.ndarray:
     """`x` as a NumPy array on the host; a GPU array is copied back."""
     if get_array_module(x) is not numpy:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import numpy
 
+from .backend import all_finite
 from .errors import ArgumentError, ArgumentTypeError, ShapeError
 
 CHUNK_BYTES = 1 << 20  # the checks read X and Y in pieces of about this many bytes
@@ -258,11 +259,11 @@ def _chunks(a):
 
 
 def _check_finite(a, name: str) -> None:
-    """NaN and ±inf reach a chunk's smallest or largest value: two reductions a chunk, no temporary."""
+    """all_finite over each chunk: two reductions a chunk, no temporary."""
     if a.dtype.kind != "f":
         return  # integers and booleans are always numbers
     for chunk in _chunks(a):
-        if not (numpy.isfinite(chunk.min()) and numpy.isfinite(chunk.max())):
+        if not all_finite(numpy, chunk):
             raise ArgumentError(f"{name} holds NaN or infinite values; remove or impute them first")
 
 

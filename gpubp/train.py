@@ -19,7 +19,7 @@ import numpy
 
 from . import distributed as distributed_
 from . import kernels
-from .backend import is_out_of_memory, to_numpy
+from .backend import all_finite, is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
 from .hostdata import Batches, HostData, contiguous_steps, is_memory_map, nbytes_text
@@ -386,12 +386,6 @@ def _copying(net, what: str, X, doing: str = "copying"):
         ) from e
 
 
-def _all_finite(xp, params) -> bool:
-    """Whether every parameter is a number, with no array as large as the parameters: NaN and ±inf
-    reach the smallest or the largest value, and two reductions find them."""
-    return bool(xp.isfinite(xp.stack([params.min(), params.max()])).all())
-
-
 def _out_of_memory(net, batch_size: int) -> OutOfMemory:
     advice = f"try a smaller batch_size, such as {batch_size // 2}" if batch_size > 1 else "try a smaller network"
     return OutOfMemory(
@@ -485,7 +479,7 @@ class _EpochLoop:
             self.comm.allreduce_sum(self.metrics)
         # The one host sync of the epoch: the loss, and whether every weight is still a number.
         summary = _summary(net, self.metrics)
-        if not math.isfinite(summary["loss"]) or not _all_finite(net.xp, net.params):
+        if not math.isfinite(summary["loss"]) or not all_finite(net.xp, net.params):
             self._diverged(epoch, summary["loss"])
         return summary
 
