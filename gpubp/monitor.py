@@ -84,13 +84,16 @@ class LayerMonitor(Callback):
         self.starts = numpy.array(starts, dtype=numpy.int64)  # on the host: indices, not data
         self.kind = _kind(net.activation.name)
         hidden = sizes[1:-1]
+        self.leaky = net.activation.name == "leaky_relu"  # a < 0 where it did not fire: clip it first
         with net.device.activate():
             # Σ over the steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖, in the order W0, b0, W1, b1, ...
             self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)
             self.start_params = xp.empty_like(net.params)
-            self.peaks = [xp.empty(h, dtype=net.dtype) for h in hidden]  # each unit's largest z in the epoch
-            self.peak = [xp.empty(h, dtype=net.dtype) for h in hidden]  # a step's largest z, per unit
-        self.work = self.work_views = None  # the saturation test's arrays, made on the first step
+            # ReLU layers: each unit's Σ over the epoch's rows of max(a, 0), which is 0 only if it never
+            # fired; a step adds its rows with one matrix product, a (1 × n) row of ones times a
+            self.fired = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
+            self.fired_step = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
+        self.work = self.work_views = self.ones = None  # the per-step tests' arrays, made on the first step
         if self.kind in SATURATED_BEYOND:  # in z's dtype: a Python float costs a conversion every step
             self.threshold = numpy.dtype(net.dtype).type(SATURATED_BEYOND[self.kind])
         self.parts = self.parts_of = None
@@ -101,8 +104,8 @@ class LayerMonitor(Callback):
         self.sums[...] = 0
         # Saturated activations per hidden layer: Python ints with NumPy, 0-d arrays on the GPU (no sync)
         self.saturated = [0] * (self.layers - 1)
-        for peaks in self.peaks:
-            peaks[...] = -numpy.inf
+        for fired in self.fired:
+            fired[...] = 0
         self.start_params[...] = state.net.params
 
     def on_step_end(self, state, trace, grads):
@@ -121,10 +124,11 @@ class LayerMonitor(Callback):
         hidden = trace.z[:-1]  # the hidden layers' weighted inputs
         n = len(hidden[0])
         self.rows += n
-        if self.kind == "relu":  # a unit fired when its z rose above 0 for some row
-            for z, peak, peaks in zip(hidden, self.peak, self.peaks):
-                xp.max(z, axis=0, out=peak)
-                xp.maximum(peaks, peak, out=peaks)
+        if self.kind == "relu":  # a unit fired when its z rose above 0 for some row: then a > 0 there
+            ones = self._ones(xp, n)
+            for a, (work, _), row, fired in zip(trace.a[1:-1], self._buffers(xp, hidden), self.fired_step, self.fired):
+                xp.matmul(ones, xp.maximum(a, 0, out=work) if self.leaky else a, out=row)
+                fired += row
             return
         # f'(z) < 1% of its maximum exactly where |z| is past the threshold
         for l, (z, (work, hits)) in enumerate(zip(hidden, self._buffers(xp, hidden))):
@@ -146,6 +150,12 @@ class LayerMonitor(Callback):
             self.parts_of = grads.flat
         return self.parts
 
+    def _ones(self, xp, n):
+        """A (1 × n) row of ones in the net's dtype: times a, the sum of a's rows."""
+        if self.ones is None or self.ones.shape[1] < n:
+            self.ones = xp.ones((1, n), dtype=self.fired[0].dtype)
+        return self.ones[:, :n]
+
     def _buffers(self, xp, hidden):
         """Work arrays of each hidden z's shape: made on the first step, views again when the batch size changes."""
         n = len(hidden[0])
@@ -160,11 +170,11 @@ class LayerMonitor(Callback):
         net, xp = state.net, state.net.xp
         measured = max(1, -(-self.steps // self.every))  # the steps that were measured
         weight_norms = xp.stack([xp.sqrt(xp.vdot(W, W)) for W in net.weights])
-        moved = net.params - self.start_params
+        moved = xp.subtract(net.params, self.start_params, out=self.start_params)  # ΔW, where the start was
         moves = [moved[s : s + W.size] for s, W in zip(self.starts[::2], net.weights)]
         update = xp.stack([xp.sqrt(xp.vdot(d, d)) for d in moves])
         self._fold(xp)
-        dead = [(peaks <= 0).mean() for peaks in self.peaks] if self.kind == "relu" else []
+        dead = [(fired <= 0).mean() for fired in self.fired] if self.kind == "relu" else []
         saturated = xp.stack([xp.asarray(count, dtype=numpy.float64) for count in self.saturated or [0]])
         numbers = [self.sums / measured, weight_norms, update, saturated, *dead]
         host = [to_numpy(x) for x in numbers]  # the epoch's one read-back for the monitor

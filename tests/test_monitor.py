@@ -102,15 +102,32 @@ def test_a_net_without_hidden_layers_has_speeds_and_no_unit_counts():
     assert "saturated" not in layer and "dead" not in layer
 
 
-def test_a_unit_that_never_fires_is_dead():
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_unit_that_never_fires_is_dead(activation):
     X, y = data()
-    net = gpubp.MLP([5, 8, 4, 3], activation="relu", loss="cross_entropy", dtype="float64", device="cpu")
+    net = gpubp.MLP([5, 8, 4, 3], activation=activation, loss="cross_entropy", dtype="float64", device="cpu")
     net.biases[0][:3] = -1e3  # three of eight units never fire
     net.biases[1][...] = 1e3  # every unit of layer 1 always fires
     history = gpubp.fit(net, X, y, epochs=1, batch_size=16, optimizer=gpubp.SGD(net, lr=1e-9),
                         callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
     first, second, _ = history.layers[0]
     assert first["dead"] == 3 / 8 and second["dead"] == 0.0
+
+
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu"])
+def test_a_unit_that_fires_for_one_row_of_the_epoch_is_alive(activation):
+    # Unit 0's z is the first input: above 0 in one row of 48, far below it in the rest. Leaky ReLU's
+    # a is then negative in sum over the rows, and the unit still fired.
+    X, y = data()
+    X[:, 0] = -1e3
+    X[17, 0] = 1.0
+    net = gpubp.MLP([5, 2, 3], activation=activation, loss="cross_entropy", dtype="float64", device="cpu")
+    net.weights[0][...] = 0
+    net.weights[0][0, 0] = 1.0
+    net.biases[0][...] = [0.0, -1.0]  # unit 1's z is −1 in every row: it never fires
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=16, optimizer=gpubp.SGD(net, lr=1e-12),
+                        callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
+    assert history.layers[0][0]["dead"] == 0.5
 
 
 def test_the_numbers_reach_the_log_and_the_history_and_survive_a_checkpoint(tmp_path):
