@@ -93,9 +93,14 @@ class LayerMonitor(Callback):
             # fired; a step adds its rows with one matrix product, a (1 × n) row of ones times a
             self.fired = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
             self.fired_step = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
-        self.work = self.work_views = self.ones = None  # the per-step tests' arrays, made on the first step
+        self.hidden = hidden
+        self.arrays = self.views = self.ones = None  # the per-step tests' arrays, made on the first step
+        self.views_rows = None
+        self.layer_numbers = range(len(hidden))
         if self.kind in SATURATED_BEYOND:  # in z's dtype: a Python float costs a conversion every step
             self.threshold = numpy.dtype(net.dtype).type(SATURATED_BEYOND[self.kind])
+            self.below = -self.threshold
+        self.fold_at = FOLD * 2 * self.layers  # squares kept before a fold: FOLD steps' worth
         self.parts = self.parts_of = None
 
     def on_epoch_begin(self, state):
@@ -109,32 +114,40 @@ class LayerMonitor(Callback):
         self.start_params[...] = state.net.params
 
     def on_step_end(self, state, trace, grads):
+        # Kept short: on a CPU every line and every array operation here is paid at each step.
         self.steps += 1
-        if (self.steps - 1) % self.every:
+        if self.every > 1 and (self.steps - 1) % self.every:
             return
-        xp = state.net.xp
         # ‖·‖² of every layer's weight and bias gradients: each one's dot product with itself,
         # a number on the host with NumPy, a 0-d array on the GPU. The roots wait for the fold,
         # so a step costs one dot per array and nothing more.
-        self.squares += [part.dot(part) for part in self._parts(grads)]
-        if len(self.squares) >= FOLD * 2 * self.layers:
-            self._fold(xp)
-        if trace is None or self.kind is None or self.layers == 1:
-            return  # nothing to look at, or no hidden layer to look at
-        hidden = trace.z[:-1]  # the hidden layers' weighted inputs
-        n = len(hidden[0])
+        squares = self.squares
+        for part in self.parts if self.parts_of is grads.flat else self._parts(grads):
+            squares.append(part.dot(part))
+        if len(squares) >= self.fold_at:
+            self._fold(state.net.xp)
+        if trace is None or self.kind is None or not self.hidden:
+            return  # no rows in this step, or no hidden layer to look at
+        xp, n = state.net.xp, len(trace.output)
         self.rows += n
-        if self.kind == "relu":  # a unit fired when its z rose above 0 for some row: then a > 0 there
-            ones = self._ones(xp, n)
-            for a, (work, _), row, fired in zip(trace.a[1:-1], self._buffers(xp, hidden), self.fired_step, self.fired):
-                xp.matmul(ones, xp.maximum(a, 0, out=work) if self.leaky else a, out=row)
-                fired += row
+        views = self.views if n == self.views_rows else self._buffers(xp, n)
+        if self.kind == "relu":
+            self._firing(xp, trace, views, n)
             return
-        # f'(z) < 1% of its maximum exactly where |z| is past the threshold
-        for l, (z, (work, hits)) in enumerate(zip(hidden, self._buffers(xp, hidden))):
-            xp.abs(z, out=work)
-            xp.greater(work, self.threshold, out=hits)
-            self.saturated[l] = self.saturated[l] + xp.count_nonzero(hits)
+        # f'(z) < 1% of its maximum exactly where |z| is past the line: z > line or −line > z.
+        # Two comparisons with one ufunc cost less than |z| first and one comparison after.
+        line, below_line, counts = self.threshold, self.below, self.saturated
+        for l, z, (above, below, both) in zip(self.layer_numbers, trace.z, views):
+            xp.greater(z, line, out=above)
+            xp.greater(below_line, z, out=below)
+            counts[l] = counts[l] + xp.count_nonzero(both)
+
+    def _firing(self, xp, trace, views, n):
+        """Add each unit's Σ of max(a, 0) over the rows: a unit fired when its z rose above 0 for some row."""
+        ones = self._ones(xp, n)
+        for a, work, row, fired in zip(trace.a[1:-1], views, self.fired_step, self.fired):
+            xp.matmul(ones, xp.maximum(a, 0, out=work) if self.leaky else a, out=row)
+            fired += row
 
     def _fold(self, xp):
         """Add the kept steps' norms (the roots of their squares) into the epoch's sums."""
@@ -145,9 +158,8 @@ class LayerMonitor(Callback):
 
     def _parts(self, grads):
         """Every layer's weight and bias gradients as flat views, in the order of self.sums."""
-        if self.parts_of is not grads.flat:  # made once for the loop's gradient buffer
-            self.parts = [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
-            self.parts_of = grads.flat
+        self.parts = [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
+        self.parts_of = grads.flat  # made once for the loop's gradient buffer
         return self.parts
 
     def _ones(self, xp, n):
@@ -156,15 +168,23 @@ class LayerMonitor(Callback):
             self.ones = xp.ones((1, n), dtype=self.fired[0].dtype)
         return self.ones[:, :n]
 
-    def _buffers(self, xp, hidden):
-        """Work arrays of each hidden z's shape: made on the first step, views again when the batch size changes."""
-        n = len(hidden[0])
-        if self.work is None or self.work_rows < n:
-            self.work = [(xp.empty(z.shape, dtype=z.dtype), xp.empty(z.shape, dtype=bool)) for z in hidden]
-            self.work_rows = n
-        if self.work_views is None or len(self.work_views[0][0]) != n:
-            self.work_views = [(work[:n], hits[:n]) for work, hits in self.work]
-        return self.work_views
+    def _buffers(self, xp, n):
+        """Each hidden layer's arrays for a batch of n rows: made on the first step, views again when n changes.
+
+        Saturation: (z > line, z < −line, both) as booleans. Leaky ReLU: room for max(a, 0). ReLU: None.
+        """
+        saturation = self.kind in SATURATED_BEYOND
+        if self.arrays is None or self.arrays_rows < n:  # plain ReLU needs none: 0 rows each
+            n_made = n if saturation or self.leaky else 0
+            shape, dtype = ((2, n_made), bool) if saturation else ((n_made,), self.fired[0].dtype)
+            self.arrays = [xp.empty((*shape, h), dtype=dtype) for h in self.hidden]
+            self.arrays_rows = n
+        if saturation:
+            self.views = [(hits[0, :n], hits[1, :n], hits[:, :n]) for hits in self.arrays]
+        else:
+            self.views = [work[:n] if self.leaky else None for work in self.arrays]
+        self.views_rows = n
+        return self.views
 
     def on_epoch_record(self, state, record):
         net, xp = state.net, state.net.xp

@@ -75,8 +75,9 @@ def test_saturation_on_nets_pushed_into_it_and_kept_out(activation):
     assert first["saturated"] == 1.0 and second["saturated"] == 0.0 and "saturated" not in output
 
 
+@pytest.mark.parametrize("batch_size", [16, 20])  # 20: the last batch has 8 rows, fewer than the arrays made
 @pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
-def test_saturation_is_where_the_slope_falls_below_one_percent_of_its_largest(activation):
+def test_saturation_is_where_the_slope_falls_below_one_percent_of_its_largest(activation, batch_size):
     # Layer 0's units see z = their bias alone, some just inside the 1% line and some just past it.
     z = np.array([0.0, 1.0, -2.5, 2.9, -3.1, 5.9, -6.1, 40.0])
     slope = {"sigmoid": lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2, "tanh": lambda z: 1 / np.cosh(z) ** 2}
@@ -86,7 +87,7 @@ def test_saturation_is_where_the_slope_falls_below_one_percent_of_its_largest(ac
     net = gpubp.MLP([5, 8, 3], activation=activation, loss="cross_entropy", dtype="float64", device="cpu")
     net.weights[0][...] = 0
     net.biases[0][...] = z
-    history = gpubp.fit(net, X, y, epochs=1, batch_size=16, optimizer=gpubp.SGD(net, lr=1e-12),
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=batch_size, optimizer=gpubp.SGD(net, lr=1e-12),
                         callbacks=[gpubp.LayerMonitor()], progress=False)  # fmt: skip
     assert history.layers[0][0]["saturated"] == expected
 
