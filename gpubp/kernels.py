@@ -12,6 +12,8 @@ fused here:
     row_metrics_<loss>         each row's loss, and whether it was right (fit's bookkeeping)
     sgd_step                   weight decay, momentum and W −= lr·g over the flat buffer
     adam_step                  Adam's or AdamW's whole update over the flat buffer
+    monitor_squares            LayerMonitor: Σ g² of every W_l and b_l in the flat gradient, into one row
+    monitor_saturated          LayerMonitor: how many of a hidden layer's z are past the saturation line
 
 Launches in one training step of an L-layer net on the GPU (fit, fused path):
 
@@ -25,6 +27,9 @@ Launches in one training step of an L-layer net on the GPU (fit, fused path):
     total                      6L + 3: 15 for one hidden layer (cuBLAS may split a product in two)
 
 Nothing in a step allocates: every array it writes is made before the first epoch.
+With a LayerMonitor a step adds 1 + (L − 1) launches (monitor_squares, then
+monitor_saturated per hidden layer); its kernels are compiled in a module of
+their own, since they need atomicAdd on doubles (compute capability 6.0 on).
 
 The CUDA C comes from `source(dtype, activations, losses)`, built from the
 formulas in the activation and loss tables, so CPU CI can compile it with NVRTC
@@ -171,9 +176,53 @@ extern "C" __global__ void row_metrics_{loss}(
 """
 ACCURACY = {None: 0, "argmax": 1, "threshold": 2}  # how row_metrics judges a row right
 
+# LayerMonitor's per-step numbers (monitor.py). One thread per chunk of elements, so a chunk's sum
+# goes out in one atomicAdd; the chunks of a warp are CHUNK apart, read from cache line by line.
+_MONITOR = """
+extern "C" __global__ void monitor_squares(const T* g, const index_t* ends, index_t parts, index_t chunks,
+                                           index_t chunk, double* squares) {
+    FOR_EACH_ELEMENT(chunks)                   /* squares[p] += Σ g[k]² over part p: k from ends[p − 1] */
+    index_t start = i * chunk, stop = start + chunk, total = ends[parts - 1];
+    if (stop > total) stop = total;
+    index_t p = 0;
+    while (ends[p] <= start) ++p;              /* the part the chunk starts in */
+    double sum = 0;
+    for (index_t k = start; k < stop; ++k) {
+        while (k == ends[p]) {                 /* a part ends inside the chunk: its share goes out */
+            atomicAdd(squares + p, sum);
+            sum = 0;
+            ++p;
+        }
+        sum += (double)g[k] * (double)g[k];
+    }
+    atomicAdd(squares + p, sum);
+}
 
-def source(dtype, activations=(), losses=()) -> str:
-    """CUDA C for one float dtype: the kernels of each activation and loss given, and the common ones."""
+extern "C" __global__ void monitor_saturated(const T* z, index_t chunks, index_t chunk, index_t n, T line,
+                                             unsigned long long* count) {
+    FOR_EACH_ELEMENT(chunks)                   /* count += how many z are past ±line */
+    index_t start = i * chunk, stop = start + chunk;
+    if (stop > n) stop = n;
+    unsigned long long past = 0;
+    for (index_t k = start; k < stop; ++k) past += (z[k] > line || -line > z[k]) ? 1 : 0;
+    if (past) atomicAdd(count, past);
+}
+"""
+MONITOR_CHUNK = 64  # elements per thread in the monitor's kernels
+
+
+class _Monitor:
+    """Names the monitor's module in the kernel cache, as an activation or a loss names its own."""
+
+    name = "monitor"
+
+
+MONITOR = _Monitor()
+
+
+def source(dtype, activations=(), losses=(), monitor=False) -> str:
+    """CUDA C for one float dtype: the kernels of each activation and loss given, and the common ones
+    (or, with monitor=True, the monitor's alone)."""
     dtype = numpy.dtype(dtype)
     parts = [_PREAMBLE.format(ctype=C_TYPES[dtype.name], tiny=repr(float(numpy.finfo(dtype).tiny)))]
     for act in activations:
@@ -182,11 +231,13 @@ def source(dtype, activations=(), losses=()) -> str:
         parts.append(_DELTA.format(name=act.name, prime=prime))
     for loss in losses:
         parts.append(_ROW_METRICS.format(loss=loss.name, term=loss.cuda))
-    parts.append(_COMMON)
+    parts.append(_MONITOR if monitor else _COMMON)
     return "".join(parts)
 
 
-def kernel_names(activations=(), losses=()) -> list[str]:
+def kernel_names(activations=(), losses=(), monitor=False) -> list[str]:
+    if monitor:
+        return ["monitor_squares", "monitor_saturated"]
     return (
         [f"{kind}_{act.name}" for act in activations for kind in ("bias", "delta")]
         + [f"row_metrics_{loss.name}" for loss in losses]
@@ -222,6 +273,8 @@ class KernelCache:
 def _source_for(dtype, part) -> str:
     if part is None:
         return source(dtype)
+    if part is MONITOR:
+        return source(dtype, monitor=True)
     return source(dtype, losses=[part]) if hasattr(part, "gradient") else source(dtype, activations=[part])
 
 
@@ -355,3 +408,35 @@ def adam_step(params, grad, m, v, lr, beta1, beta2, eps, weight_decay, decoupled
             t(correction2), t(eps))  # fmt: skip
     _launch(xp, params.dtype, "adam_step", params.size, args)
     return True
+
+
+def monitor_squares(grad, ends, squares) -> bool:
+    """squares[p] += Σ g² over each part p of the flat gradient (parts end at `ends`), in one launch.
+
+    `squares` is float64 and must start at 0. False when the caller must take the unfused path.
+    """
+    xp = _cuda(grad, ends, squares)
+    if xp is None:
+        return False
+    chunks = -(-grad.size // MONITOR_CHUNK)
+    args = (grad, ends, numpy.int64(len(ends)), numpy.int64(chunks), numpy.int64(MONITOR_CHUNK), squares)
+    _launch(xp, grad.dtype, "monitor_squares", chunks, args, MONITOR)
+    return True
+
+
+def monitor_saturated(z, line, count) -> bool:
+    """count (one uint64) += how many z lie past ±line, in one launch; False to take the unfused path."""
+    xp = _cuda(z, count)
+    if xp is None:
+        return False
+    chunks = -(-z.size // MONITOR_CHUNK)
+    args = (z, numpy.int64(chunks), numpy.int64(MONITOR_CHUNK), numpy.int64(z.size), z.dtype.type(line), count)
+    _launch(xp, z.dtype, "monitor_saturated", chunks, args, MONITOR)
+    return True
+
+
+def monitor_fusable(device) -> bool:
+    """Whether LayerMonitor's kernels run on `device` (a backend.Device): CUDA, fusion on, atomicAdd on doubles."""
+    if device.kind == "cpu" or os.environ.get(ENV_FUSED, "1") == "0":
+        return False
+    return int(device.xp.cuda.Device(device.index).compute_capability) >= 60  # "90" for 9.0

@@ -16,6 +16,7 @@ import math
 
 import numpy
 
+from . import kernels
 from .backend import to_numpy
 from .callbacks import Callback
 from .errors import ArgumentError
@@ -64,7 +65,8 @@ class LayerMonitor(Callback):
         saturated     sigmoid and tanh hidden layers: the share of activations with f'(z) < 1% of its maximum
         dead          relu and leaky_relu hidden layers: the share of units that never fired in the epoch
     The numbers accumulate on the device and come back with the epoch's other numbers:
-    nothing in a step waits for the device.
+    nothing in a step waits for the device. On a GPU two fused kernels (kernels.py) do
+    a sigmoid or tanh step's work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off.
     """
 
     def __init__(self, every: int = 1):
@@ -102,6 +104,17 @@ class LayerMonitor(Callback):
             self.below = -self.threshold
         self.fold_at = FOLD * 2 * self.layers  # squares kept before a fold: FOLD steps' worth
         self.parts = self.parts_of = None
+        # On a GPU, two kernels do a step's work in 1 + (L − 1) launches instead of about 8 (kernels.py)
+        self.fused = kernels.monitor_fusable(net.device)
+        if self.fused:
+            with net.device.activate():
+                sizes_flat = [n for n_in, n_out in zip(sizes[:-1], sizes[1:]) for n in (n_in * n_out, n_out)]
+                self.ends = xp.asarray(numpy.cumsum(sizes_flat), dtype=numpy.int64)  # W0, b0, W1, ... end here
+                self.ring = xp.zeros((FOLD, 2 * self.layers), dtype=numpy.float64)  # a step's Σg² per row
+                self.counts = xp.zeros(len(hidden), dtype=numpy.uint64)  # saturated, per hidden layer
+            self.count_views = [self.counts[l : l + 1] for l in range(len(hidden))]
+            self.ring_views = list(self.ring)  # a CuPy view costs microseconds to make: made once
+        self.ring_rows = 0
 
     def on_epoch_begin(self, state):
         self.steps = self.rows = 0
@@ -112,6 +125,10 @@ class LayerMonitor(Callback):
         for fired in self.fired:
             fired[...] = 0
         self.start_params[...] = state.net.params
+        if self.fused:
+            self.ring[: self.ring_rows] = 0
+            self.counts[...] = 0
+        self.ring_rows = 0
 
     def on_step_end(self, state, trace, grads):
         # Kept short: on a CPU every line and every array operation here is paid at each step.
@@ -121,19 +138,28 @@ class LayerMonitor(Callback):
         # ‖·‖² of every layer's weight and bias gradients: each one's dot product with itself,
         # a number on the host with NumPy, a 0-d array on the GPU. The roots wait for the fold,
         # so a step costs one dot per array and nothing more.
-        squares = self.squares
-        for part in self.parts if self.parts_of is grads.flat else self._parts(grads):
-            squares.append(part.dot(part))
-        if len(squares) >= self.fold_at:
-            self._fold(state.net.xp)
+        if self.fused and kernels.monitor_squares(grads.flat, self.ends, self.ring_views[self.ring_rows]):
+            self.ring_rows += 1
+            if self.ring_rows == FOLD:
+                self._fold(state.net.xp)
+        else:
+            squares = self.squares
+            for part in self.parts if self.parts_of is grads.flat else self._parts(grads):
+                squares.append(part.dot(part))
+            if len(squares) >= self.fold_at:
+                self._fold(state.net.xp)
         if trace is None or self.kind is None or not self.hidden:
             return  # no rows in this step, or no hidden layer to look at
         xp, n = state.net.xp, len(trace.output)
         self.rows += n
-        views = self.views if n == self.views_rows else self._buffers(xp, n)
         if self.kind == "relu":
-            self._firing(xp, trace, views, n)
+            self._firing(xp, trace, self.views if n == self.views_rows else self._buffers(xp, n), n)
             return
+        if self.fused and kernels.monitor_saturated(trace.z[0], self.threshold, self.count_views[0]):
+            for z, count in zip(trace.z[1:], self.count_views[1:]):  # fusion is on for all layers or none
+                kernels.monitor_saturated(z, self.threshold, count)
+            return
+        views = self.views if n == self.views_rows else self._buffers(xp, n)
         # f'(z) < 1% of its maximum exactly where |z| is past the line: z > line or −line > z.
         # Two comparisons with one ufunc cost less than |z| first and one comparison after.
         line, below_line, counts = self.threshold, self.below, self.saturated
@@ -151,6 +177,10 @@ class LayerMonitor(Callback):
 
     def _fold(self, xp):
         """Add the kept steps' norms (the roots of their squares) into the epoch's sums."""
+        if self.ring_rows:  # the fused path's rows, zeroed again for the next steps' atomic adds
+            self.sums += xp.sqrt(self.ring[: self.ring_rows]).sum(axis=0)
+            self.ring[: self.ring_rows] = 0
+            self.ring_rows = 0
         if self.squares:
             squares = numpy.array(self.squares) if xp is numpy else xp.stack(self.squares)  # on the device
             self.sums += xp.sqrt(squares.reshape(-1, 2 * self.layers)).sum(axis=0, dtype=numpy.float64)
@@ -196,6 +226,8 @@ class LayerMonitor(Callback):
         self._fold(xp)
         dead = [(fired <= 0).mean() for fired in self.fired] if self.kind == "relu" else []
         saturated = xp.stack([xp.asarray(count, dtype=numpy.float64) for count in self.saturated or [0]])
+        if self.fused and self.saturated:
+            saturated += self.counts  # what the fused kernel counted
         numbers = [self.sums / measured, weight_norms, update, saturated, *dead]
         host = [to_numpy(x) for x in numbers]  # the epoch's one read-back for the monitor
         sums, weights, updates, saturated = host[:4]

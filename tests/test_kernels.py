@@ -64,6 +64,7 @@ using std::log;
 using std::sqrt;
 using std::tanh;
 struct Dim3 { unsigned x, y, z; };
+template <class A, class B> A atomicAdd(A* address, B value) { A old = *address; *address = old + value; return old; }
 static Dim3 blockIdx, threadIdx, blockDim;
 #define __global__
 extern "C" void set_thread(unsigned block, unsigned thread, unsigned threads) {
@@ -95,8 +96,9 @@ class HostModule:
 class HostKernels:
     """The kernels compiled by g++ into a shared library, launched thread by thread through ctypes."""
 
-    def __init__(self, dtype, folder):
-        self.lib = HostModule(kernels.source(dtype, FUSABLE, LOSSES), folder, f"kernels_{dtype}").lib
+    def __init__(self, dtype, folder, monitor=False):
+        code = kernels.source(dtype, monitor=True) if monitor else kernels.source(dtype, FUSABLE, LOSSES)
+        self.lib = HostModule(code, folder, f"{'monitor' if monitor else 'kernels'}_{dtype}").lib
         self.scalar = ctypes.c_float if dtype == "float32" else ctypes.c_double
         self.dtype = np.dtype(dtype)
 
@@ -105,7 +107,7 @@ class HostKernels:
         converted = []
         for a in args:
             if isinstance(a, np.ndarray):
-                assert a.dtype == self.dtype and a.flags.c_contiguous
+                assert a.dtype in (self.dtype, np.float64, np.int64, np.uint64) and a.flags.c_contiguous
                 converted.append(ctypes.c_void_p(a.ctypes.data))
             elif a is None:
                 converted.append(ctypes.c_void_p(0))
@@ -226,6 +228,54 @@ def test_sgd_kernel_matches_the_unfused_optimizer(host, options):
     np.testing.assert_allclose(params, net.params, rtol=TOLERANCE[host.dtype.name])
     if velocity is not None:
         np.testing.assert_allclose(velocity, opt.velocity, rtol=TOLERANCE[host.dtype.name])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_the_monitor_kernels_compile_with_nvrtc_in_a_module_of_their_own(dtype):
+    nvrtc = nvrtc_or_skip()
+    program = nvrtc.createProgram(kernels.source(dtype, monitor=True), "monitor.cu", (), ())
+    try:
+        nvrtc.compileProgram(program, (*kernels.OPTIONS, "-arch=compute_90"))
+    except Exception:
+        pytest.fail(nvrtc.getProgramLog(program))
+    ptx = nvrtc.getPTX(program).decode()
+    assert all(f".entry {name}(" in ptx for name in kernels.kernel_names(monitor=True))
+    assert ".entry sgd_step(" not in ptx  # the training kernels do not depend on atomicAdd on doubles
+
+
+@pytest.fixture(scope="module", params=DTYPES)
+def monitor_host(request, tmp_path_factory):
+    return HostKernels(request.param, tmp_path_factory.mktemp("monitor"), monitor=True)
+
+
+def test_monitor_squares_kernel_sums_each_part_across_the_chunks(monitor_host):
+    # Parts that end exactly on a chunk boundary (128), inside a chunk, and one of a single number
+    sizes = [128, 1, 63, 64, 10, 200]
+    ends = np.cumsum(sizes).astype(np.int64)
+    g = random(ends[-1], monitor_host.dtype, 5)
+    squares = np.full(len(sizes), 0.0)
+    chunks = -(-g.size // kernels.MONITOR_CHUNK)
+    monitor_host.launch("monitor_squares", chunks, g, ends, len(ends), chunks, kernels.MONITOR_CHUNK, squares)
+    expected = [np.sum(part.astype(np.float64) ** 2) for part in np.split(g, ends[:-1])]
+    np.testing.assert_allclose(squares, expected, rtol=1e-12)
+
+
+def test_monitor_saturated_kernel_counts_past_the_line_on_both_sides(monitor_host):
+    z = random(1000, monitor_host.dtype, 6, low=-8.0, high=8.0)
+    line = monitor_host.dtype.type(5.5)
+    z[:4] = [line, -line, np.nan, np.nextafter(line, np.inf)]  # on the line: not past it; NaN: not counted
+    count = np.array([7], dtype=np.uint64)  # the kernel adds to what is there
+    chunks = -(-z.size // kernels.MONITOR_CHUNK)
+    monitor_host.launch("monitor_saturated", chunks, z, chunks, kernels.MONITOR_CHUNK, z.size, line, count)
+    expected = np.count_nonzero((z > line) | (-line > z))
+    assert 100 < expected < 900 and count[0] == 7 + expected
+
+
+def test_the_monitor_kernels_are_not_used_off_the_gpu(monkeypatch):
+    assert not kernels.monitor_fusable(gpubp.device("cpu"))
+    grad, ends, squares = np.ones(6, dtype=np.float32), np.array([3, 6]), np.zeros(2)
+    assert kernels.monitor_squares(grad, ends, squares) is False and not squares.any()
+    assert kernels.monitor_saturated(grad, 0.5, np.zeros(1, dtype=np.uint64)) is False
 
 
 def test_kernel_functions_are_built_once_and_then_looked_up(tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import monitor, train
+from gpubp import kernels, monitor, train
 
 from .conftest import require_gpu
 
@@ -171,15 +171,25 @@ def test_bad_arguments():
 
 
 @pytest.mark.gpu
-def test_the_monitor_on_the_gpu_matches_the_cpu():
+@pytest.mark.parametrize("fused", ["1", "0"])  # the monitor's two kernels, and the array operations they replace
+@pytest.mark.parametrize("activation", ["sigmoid", "relu"])
+def test_the_monitor_on_the_gpu_matches_the_cpu(fused, activation, monkeypatch):
     require_gpu()
+    monkeypatch.setenv(kernels.ENV_FUSED, fused)
     X, y = data()
+    X[:, 0] *= 40  # some of layer 0's sigmoid units pushed past the saturation line
     results = []
     for device in ("cpu", "gpu"):
-        net = sigmoid_net(device)
-        history = gpubp.fit(net, X, y, epochs=2, batch_size=16, callbacks=[gpubp.LayerMonitor()], progress=False)
+        net = gpubp.MLP([5, 7, 6, 3], activation=activation, loss="cross_entropy", dtype="float64", device=device,
+                        seed=1)  # fmt: skip
+        monitor = gpubp.LayerMonitor()
+        history = gpubp.fit(net, X, y, epochs=2, batch_size=20, callbacks=[monitor], progress=False)
         results.append((history.layers, gpubp.learning_speeds(net, X, y)))
+        if device == "gpu":
+            assert monitor.fused == (fused == "1")  # an H100 or any GPU from 6.0 on
     for cpu_layer, gpu_layer in zip(results[0][0][-1], results[1][0][-1]):
         for key, value in cpu_layer.items():
             assert gpu_layer[key] == pytest.approx(value, rel=1e-10), key
+    if activation == "sigmoid":
+        assert 0 < results[0][0][-1][0]["saturated"] < 1  # the counts are really compared
     np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10)
