@@ -273,6 +273,8 @@ def test_monitor_saturated_kernel_counts_past_the_line_on_both_sides(monitor_hos
 
 def test_the_monitor_kernels_are_not_used_off_the_gpu(monkeypatch):
     assert not kernels.monitor_fusable(gpubp.device("cpu"))
+    monkeypatch.setenv(kernels.ENV_FUSED, "0")  # decided before any GPU is asked about
+    assert not kernels.monitor_fusable(gpubp.Device("cuda", 0))
     grad, ends, squares = np.ones(6, dtype=np.float32), np.array([3, 6]), np.zeros(2)
     assert kernels.monitor_squares(grad, ends, squares) is False and not squares.any()
     assert kernels.monitor_saturated(grad, 0.5, np.zeros(1, dtype=np.uint64)) is False
