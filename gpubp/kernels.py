@@ -14,6 +14,7 @@ fused here:
     adam_step                  Adam's or AdamW's whole update over the flat buffer
     monitor_squares            LayerMonitor: Σ g² of every W_l and b_l in the flat gradient, into one row
     monitor_saturated          LayerMonitor: how many of a hidden layer's z are past the saturation line
+    monitor_fired              LayerMonitor: each ReLU unit's Σ max(a, 0) over the batch, added up
 
 Launches in one training step of an L-layer net on the GPU (fit, fused path):
 
@@ -28,7 +29,7 @@ Launches in one training step of an L-layer net on the GPU (fit, fused path):
 
 Nothing in a step allocates: every array it writes is made before the first epoch.
 With a LayerMonitor a step adds 1 + (L − 1) launches (monitor_squares, then
-monitor_saturated per hidden layer); its kernels are compiled in a module of
+monitor_saturated or monitor_fired per hidden layer); its kernels are compiled in a module of
 their own, since they need atomicAdd on doubles (compute capability 6.0 on).
 
 The CUDA C comes from `source(dtype, activations, losses)`, built from the
@@ -207,6 +208,16 @@ extern "C" __global__ void monitor_saturated(const T* z, index_t chunks, index_t
     for (index_t k = start; k < stop; ++k) past += (z[k] > line || -line > z[k]) ? 1 : 0;
     if (past) atomicAdd(count, past);
 }
+
+extern "C" __global__ void monitor_fired(const T* as, index_t rows, index_t cols, T* fired) {
+    FOR_EACH_ELEMENT(cols)                     /* one thread per unit: fired[j] += Σ over the rows of max(a, 0) */
+    T total = 0;
+    for (index_t r = 0; r < rows; ++r) {
+        T a = as[r * cols + i];
+        total = total + (a > 0 || a != a ? a : T(0));   /* NaN stays, as in relu */
+    }
+    fired[i] = fired[i] + total;
+}
 """
 MONITOR_CHUNK = 64  # elements per thread in the monitor's kernels
 
@@ -237,7 +248,7 @@ def source(dtype, activations=(), losses=(), monitor=False) -> str:
 
 def kernel_names(activations=(), losses=(), monitor=False) -> list[str]:
     if monitor:
-        return ["monitor_squares", "monitor_saturated"]
+        return ["monitor_squares", "monitor_saturated", "monitor_fired"]
     return (
         [f"{kind}_{act.name}" for act in activations for kind in ("bias", "delta")]
         + [f"row_metrics_{loss.name}" for loss in losses]
@@ -440,3 +451,13 @@ def monitor_fusable(device) -> bool:
     if device.kind == "cpu" or os.environ.get(ENV_FUSED, "1") == "0":
         return False
     return int(device.xp.cuda.Device(device.index).compute_capability) >= 60  # "90" for 9.0
+
+
+def monitor_fired(a, fired) -> bool:
+    """fired (one number per unit) += Σ over a's rows of max(a, 0), in one launch; False to take the unfused path."""
+    xp = _cuda(a, fired)
+    if xp is None:
+        return False
+    rows, cols = a.shape
+    _launch(xp, a.dtype, "monitor_fired", cols, (a, numpy.int64(rows), numpy.int64(cols), fired), MONITOR)
+    return True

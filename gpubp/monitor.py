@@ -65,8 +65,8 @@ class LayerMonitor(Callback):
         saturated     sigmoid and tanh hidden layers: the share of activations with f'(z) < 1% of its maximum
         dead          relu and leaky_relu hidden layers: the share of units that never fired in the epoch
     The numbers accumulate on the device and come back with the epoch's other numbers:
-    nothing in a step waits for the device. On a GPU two fused kernels (kernels.py) do
-    a sigmoid or tanh step's work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off.
+    nothing in a step waits for the device. On a GPU fused kernels (kernels.py) do a
+    step's work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off.
     """
 
     def __init__(self, every: int = 1):
@@ -153,6 +153,10 @@ class LayerMonitor(Callback):
         xp, n = state.net.xp, len(trace.output)
         self.rows += n
         if self.kind == "relu":
+            if self.fused and kernels.monitor_fired(trace.a[1], self.fired[0]):
+                for a, fired in zip(trace.a[2:-1], self.fired[1:]):  # fusion is on for all layers or none
+                    kernels.monitor_fired(a, fired)
+                return
             self._firing(xp, trace, self.views if n == self.views_rows else self._buffers(xp, n), n)
             return
         if self.fused and kernels.monitor_saturated(trace.z[0], self.threshold, self.count_views[0]):

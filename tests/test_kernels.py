@@ -271,6 +271,19 @@ def test_monitor_saturated_kernel_counts_past_the_line_on_both_sides(monitor_hos
     assert 100 < expected < 900 and count[0] == 7 + expected
 
 
+def test_monitor_fired_kernel_adds_each_units_positive_outputs(monitor_host):
+    a = random((37, 300), monitor_host.dtype, 7)  # more units than a block of threads
+    a[:, :5] = -np.abs(a[:, :5])  # five units that never fire
+    a[3, 7] = np.nan  # NaN stays, as in relu
+    fired = random((1, 300), monitor_host.dtype, 8, low=0.0, high=1.0)
+    fired[0, :5] = 0
+    before = fired.copy()
+    monitor_host.launch("monitor_fired", a.shape[1], a, a.shape[0], a.shape[1], fired)
+    expected = before + np.maximum(a, 0).sum(axis=0)  # np.maximum keeps NaN too
+    np.testing.assert_allclose(fired, expected, rtol=TOLERANCE[monitor_host.dtype.name])
+    assert (fired[0, :5] == 0).all() and np.isnan(fired[0, 7])
+
+
 def test_the_monitor_kernels_are_not_used_off_the_gpu(monkeypatch):
     assert not kernels.monitor_fusable(gpubp.device("cpu"))
     monkeypatch.setenv(kernels.ENV_FUSED, "0")  # decided before any GPU is asked about
@@ -278,6 +291,7 @@ def test_the_monitor_kernels_are_not_used_off_the_gpu(monkeypatch):
     grad, ends, squares = np.ones(6, dtype=np.float32), np.array([3, 6]), np.zeros(2)
     assert kernels.monitor_squares(grad, ends, squares) is False and not squares.any()
     assert kernels.monitor_saturated(grad, 0.5, np.zeros(1, dtype=np.uint64)) is False
+    assert kernels.monitor_fired(grad.reshape(2, 3), np.zeros((1, 3), dtype=np.float32)) is False
 
 
 def test_kernel_functions_are_built_once_and_then_looked_up(tmp_path):
