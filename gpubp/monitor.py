@@ -104,7 +104,7 @@ class LayerMonitor(Callback):
             self.below = -self.threshold
         self.fold_at = FOLD * 2 * self.layers  # squares kept before a fold: FOLD steps' worth
         self.parts = self.parts_of = None
-        # On a GPU, two kernels do a step's work in 1 + (L − 1) launches instead of about 8 (kernels.py)
+        # On a GPU, fused kernels do a step's work in 1 + (L − 1) launches instead of about 8 (kernels.py)
         self.fused = kernels.monitor_fusable(net.device)
         if self.fused:
             with net.device.activate():
