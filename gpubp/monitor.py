@@ -78,12 +78,8 @@ class LayerMonitor(Callback):
         net = state.net
         xp, sizes = net.xp, net.sizes
         self.layers = net.n_layers
-        # Where each layer's weights and biases sit in the flat buffer, in order: W0, b0, W1, b1, ...
-        starts, offset = [], 0
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            starts += [offset, offset + n_in * n_out]
-            offset += n_in * n_out + n_out
-        self.starts = numpy.array(starts, dtype=numpy.int64)  # on the host: indices, not data
+        # Where each layer's weights and biases end in the flat buffer, in order: W0, b0, W1, b1, ...
+        self.ends = numpy.cumsum([part.size for pair in zip(net.weights, net.biases) for part in pair])
         self.kind = _kind(net.activation.name)
         hidden = sizes[1:-1]
         self.leaky = net.activation.name == "leaky_relu"  # a < 0 where it did not fire: clip it first
@@ -108,8 +104,7 @@ class LayerMonitor(Callback):
         self.fused = kernels.monitor_fusable(net.device)
         if self.fused:
             with net.device.activate():
-                sizes_flat = [n for n_in, n_out in zip(sizes[:-1], sizes[1:]) for n in (n_in * n_out, n_out)]
-                self.ends = xp.asarray(numpy.cumsum(sizes_flat), dtype=numpy.int64)  # W0, b0, W1, ... end here
+                self.device_ends = xp.asarray(self.ends, dtype=numpy.int64)
                 self.ring = xp.zeros((FOLD, 2 * self.layers), dtype=numpy.float64)  # a step's Σg² per row
                 self.counts = xp.zeros(len(hidden), dtype=numpy.uint64)  # saturated, per hidden layer
             self.count_views = [self.counts[l : l + 1] for l in range(len(hidden))]
@@ -138,7 +133,7 @@ class LayerMonitor(Callback):
         # ‖·‖² of every layer's weight and bias gradients: each one's dot product with itself,
         # a number on the host with NumPy, a 0-d array on the GPU. The roots wait for the fold,
         # so a step costs one dot per array and nothing more.
-        if self.fused and kernels.monitor_squares(grads.flat, self.ends, self.ring_views[self.ring_rows]):
+        if self.fused and kernels.monitor_squares(grads.flat, self.device_ends, self.ring_views[self.ring_rows]):
             self.ring_rows += 1
             if self.ring_rows == FOLD:
                 self._fold(state.net.xp)
@@ -225,7 +220,7 @@ class LayerMonitor(Callback):
         measured = max(1, -(-self.steps // self.every))  # the steps that were measured
         weight_norms = xp.stack([xp.sqrt(xp.vdot(W, W)) for W in net.weights])
         moved = xp.subtract(net.params, self.start_params, out=self.start_params)  # ΔW, where the start was
-        moves = [moved[s : s + W.size] for s, W in zip(self.starts[::2], net.weights)]
+        moves = [moved[end - W.size : end] for W, end in zip(net.weights, self.ends[::2])]
         update = xp.stack([xp.sqrt(xp.vdot(d, d)) for d in moves])
         self._fold(xp)
         dead = [(fired <= 0).mean() for fired in self.fired] if self.kind == "relu" else []
@@ -236,7 +231,7 @@ class LayerMonitor(Callback):
         host = [to_numpy(x) for x in numbers]  # the epoch's one read-back for the monitor
         sums, weights, updates, saturated = host[:4]
         dead = host[4:]
-        hidden_units = net.sizes[1:-1]
+        hidden_units = self.hidden
         layers = []
         for l in range(self.layers):
             entry = {
