@@ -52,6 +52,11 @@ SATURATED_BEYOND = {
     "tanh": math.acosh(1 / math.sqrt(SATURATION)),
 }
 FOLD = 256  # steps of squared norms kept before they are rooted and added up
+# On a CPU every NumPy call costs microseconds whatever its size, so the hidden layers' z and a of
+# up to KEEP steps lie one after another in fit's workspace and one look counts them all; at most
+# KEEP_VALUES numbers a layer, for the room is only worth it where the batches are small.
+KEEP = 8
+KEEP_VALUES = 2**18
 
 
 class LayerMonitor(Callback):
@@ -81,6 +86,7 @@ class LayerMonitor(Callback):
         # Where each layer's weights and biases end in the flat buffer, in order: W0, b0, W1, b1, ...
         self.ends = numpy.cumsum([part.size for pair in zip(net.weights, net.biases) for part in pair])
         self.kind = _kind(net.activation.name)
+        self.device = net.device
         hidden = sizes[1:-1]
         self.leaky = net.activation.name == "leaky_relu"  # a < 0 where it did not fire: clip it first
         with net.device.activate():
@@ -88,12 +94,10 @@ class LayerMonitor(Callback):
             self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)
             self.start_params = xp.empty_like(net.params)
             # ReLU layers: each unit's Σ over the epoch's rows of max(a, 0), which is 0 only if it never
-            # fired; a step adds its rows with one matrix product, a (1 × n) row of ones times a
+            # fired; a look adds its rows with one matrix product, a (1 × m) row of ones times a
             self.fired = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
             self.fired_step = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
         self.hidden = hidden
-        self.arrays = self.views = self.ones = None  # the per-step tests' arrays, made on the first step
-        self.views_rows = None
         self.layer_numbers = range(len(hidden))
         if self.kind in SATURATED_BEYOND:  # in z's dtype: a Python float costs a conversion every step
             self.threshold = numpy.dtype(net.dtype).type(SATURATED_BEYOND[self.kind])
@@ -110,6 +114,14 @@ class LayerMonitor(Callback):
             self.count_views = [self.counts[l : l + 1] for l in range(len(hidden))]
             self.ring_views = list(self.ring)  # a CuPy view costs microseconds to make: made once
         self.ring_rows = 0
+        self.room = 0  # rows in the looks' arrays (self.hits, self.work, self.ones): made as needed
+        self.workspace = None  # fit's workspace, when it keeps several steps' rows for one look
+        ws = state.workspace
+        if not self.fused and self.kind is not None and hidden and ws is not None:
+            kept = min(KEEP * ws.rows, KEEP_VALUES // max(net.sizes[1:]))
+            if kept > ws.rows and ws.keep(kept):
+                self.workspace, self.kept = ws, kept
+                self._make_room(xp, kept)
 
     def on_epoch_begin(self, state):
         self.steps = self.rows = 0
@@ -124,6 +136,8 @@ class LayerMonitor(Callback):
             self.ring[: self.ring_rows] = 0
             self.counts[...] = 0
         self.ring_rows = 0
+        if self.workspace is not None:
+            self.workspace.start = 0
 
     def on_step_end(self, state, trace, grads):
         # Kept short: on a CPU every line and every array operation here is paid at each step.
@@ -145,34 +159,47 @@ class LayerMonitor(Callback):
                 self._fold(state.net.xp)
         if trace is None or self.kind is None or not self.hidden:
             return  # no rows in this step, or no hidden layer to look at
-        xp, n = state.net.xp, len(trace.output)
+        n = len(trace.output)
         self.rows += n
         if self.kind == "relu":
             if self.fused and kernels.monitor_fired(trace.a[1], self.fired[0]):
                 for a, fired in zip(trace.a[2:-1], self.fired[1:]):  # fusion is on for all layers or none
                     kernels.monitor_fired(a, fired)
                 return
-            self._firing(xp, trace, self.views if n == self.views_rows else self._buffers(xp, n), n)
-            return
-        if self.fused and kernels.monitor_saturated(trace.z[0], self.threshold, self.count_views[0]):
+        elif self.fused and kernels.monitor_saturated(trace.z[0], self.threshold, self.count_views[0]):
             for z, count in zip(trace.z[1:], self.count_views[1:]):  # fusion is on for all layers or none
                 kernels.monitor_saturated(z, self.threshold, count)
             return
-        views = self.views if n == self.views_rows else self._buffers(xp, n)
+        ws = self.workspace
+        if ws is None:  # no rows kept: look at this step's now
+            self._look(state.net.xp, trace.z, trace.a[1:], n)
+            return
+        ws.start += n  # keep this step's rows: the next step's z and a go after them
+        if ws.start + ws.rows > self.kept:  # no room for another batch: look at all the kept rows
+            self._look(state.net.xp, ws.zs, ws.activations, ws.start)
+            ws.start = 0
+
+    def _look(self, xp, zs, activations, m):
+        """Count the saturated z (sigmoid, tanh), or add up each unit's firing (ReLU), in the
+        first m rows of each hidden layer's z or a: one step's rows or several steps'."""
+        if m > self.room:
+            self._make_room(xp, m)
+        if self.kind == "relu":
+            # Each unit's Σ of max(a, 0) over the rows, which stays 0 only if it never fired:
+            # a (1 × m) row of ones times a, in one matrix product
+            ones = self.ones[:, :m]
+            for a, work, row, fired in zip(activations, self.work, self.fired_step, self.fired):
+                xp.matmul(ones, xp.maximum(a[:m], 0, out=work[:m]) if self.leaky else a[:m], out=row)
+                fired += row
+            return
         # f'(z) < 1% of its maximum exactly where |z| is past the line: z > line or −line > z.
         # Two comparisons with one ufunc cost less than |z| first and one comparison after.
         line, below_line, counts = self.threshold, self.below, self.saturated
-        for l, z, (above, below, both) in zip(self.layer_numbers, trace.z, views):
-            xp.greater(z, line, out=above)
-            xp.greater(below_line, z, out=below)
+        for l, z, hits in zip(self.layer_numbers, zs, self.hits):
+            z, both = z[:m], hits[:, :m]
+            xp.greater(z, line, out=both[0])
+            xp.greater(below_line, z, out=both[1])
             counts[l] = counts[l] + xp.count_nonzero(both)
-
-    def _firing(self, xp, trace, views, n):
-        """Add each unit's Σ of max(a, 0) over the rows: a unit fired when its z rose above 0 for some row."""
-        ones = self._ones(xp, n)
-        for a, work, row, fired in zip(trace.a[1:-1], views, self.fired_step, self.fired):
-            xp.matmul(ones, xp.maximum(a, 0, out=work) if self.leaky else a, out=row)
-            fired += row
 
     def _fold(self, xp):
         """Add the kept steps' norms (the roots of their squares) into the epoch's sums."""
@@ -191,29 +218,17 @@ class LayerMonitor(Callback):
         self.parts_of = grads.flat  # made once for the loop's gradient buffer
         return self.parts
 
-    def _ones(self, xp, n):
-        """A (1 × n) row of ones in the net's dtype: times a, the sum of a's rows."""
-        if self.ones is None or self.ones.shape[1] < n:
-            self.ones = xp.ones((1, n), dtype=self.fired[0].dtype)
-        return self.ones[:, :n]
-
-    def _buffers(self, xp, n):
-        """Each hidden layer's arrays for a batch of n rows: made on the first step, views again when n changes.
-
-        Saturation: (z > line, z < −line, both) as booleans. Leaky ReLU: room for max(a, 0). ReLU: None.
-        """
-        saturation = self.kind in SATURATED_BEYOND
-        if self.arrays is None or self.arrays_rows < n:  # plain ReLU needs none: 0 rows each
-            n_made = n if saturation or self.leaky else 0
-            shape, dtype = ((2, n_made), bool) if saturation else ((n_made,), self.fired[0].dtype)
-            self.arrays = [xp.empty((*shape, h), dtype=dtype) for h in self.hidden]
-            self.arrays_rows = n
-        if saturation:
-            self.views = [(hits[0, :n], hits[1, :n], hits[:, :n]) for hits in self.arrays]
-        else:
-            self.views = [work[:n] if self.leaky else None for work in self.arrays]
-        self.views_rows = n
-        return self.views
+    def _make_room(self, xp, m):
+        """The looks' arrays for m rows: (z > line, −line > z) as booleans for saturation;
+        a row of ones, and room for max(a, 0) with leaky ReLU, for firing."""
+        with self.device.activate():
+            if self.kind in SATURATED_BEYOND:
+                self.hits = [xp.empty((2, m, h), dtype=bool) for h in self.hidden]
+            else:
+                dtype = self.fired[0].dtype
+                self.ones = xp.ones((1, m), dtype=dtype)
+                self.work = [xp.empty((m if self.leaky else 0, h), dtype=dtype) for h in self.hidden]
+        self.room = m
 
     def on_epoch_record(self, state, record):
         net, xp = state.net, state.net.xp
@@ -223,6 +238,9 @@ class LayerMonitor(Callback):
         moves = [moved[end - W.size : end] for W, end in zip(net.weights, self.ends[::2])]
         update = xp.stack([xp.sqrt(xp.vdot(d, d)) for d in moves])
         self._fold(xp)
+        if self.workspace is not None and self.workspace.start:  # the epoch's last kept rows
+            self._look(xp, self.workspace.zs, self.workspace.activations, self.workspace.start)
+            self.workspace.start = 0
         dead = [(fired <= 0).mean() for fired in self.fired] if self.kind == "relu" else []
         saturated = xp.stack([xp.asarray(count, dtype=numpy.float64) for count in self.saturated or [0]])
         if self.fused and self.saturated:

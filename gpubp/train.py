@@ -299,6 +299,7 @@ def fit(
                 raise
             raise _out_of_memory(net, batch_size) from e
         _start_together(comm, net, optimizer, data)
+        state.workspace = loop.workspace
         progress = _Progress(progress, epochs, loop.batches, sys.stderr)
         watchers = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
         step_hook = None

@@ -92,6 +92,69 @@ def test_saturation_is_where_the_slope_falls_below_one_percent_of_its_largest(ac
     assert history.layers[0][0]["saturated"] == expected
 
 
+SLOPES = {
+    "sigmoid": lambda z: np.exp(-z) / (1 + np.exp(-z)) ** 2,
+    "tanh": lambda z: 1 / np.cosh(z) ** 2,
+}
+
+
+@pytest.mark.parametrize("every", [1, 3])
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh", "relu", "leaky_relu"])
+def test_the_unit_counts_over_many_steps_match_a_replay_by_hand(activation, every):
+    # 50 rows in batches of 4: 13 steps, the last of 2 rows, with the weights moving at every step, so
+    # each step's z differs. On a CPU the monitor keeps several steps' z and a and counts them at once,
+    # both in the middle of the epoch and at its end; the counts must be those of every measured step.
+    X, y = data(50)
+    X *= 3  # some units past the saturation line, some ReLU units silent for some rows
+    sizes = [5, 7, 6, 3]
+
+    def new_net():
+        return gpubp.MLP(sizes, activation=activation, loss="cross_entropy", dtype="float64", device="cpu", seed=2)
+
+    net = new_net()
+    net.biases[0][:2] = -40  # two units of layer 0 never fire (ReLU) or always saturate (sigmoid, tanh)
+    replay, plain = new_net(), new_net()
+    for other in (replay, plain):
+        other.params[...] = net.params
+    history = gpubp.fit(net, X, y, epochs=1, batch_size=4, shuffle=False, optimizer=gpubp.SGD(net, lr=0.5),
+                        callbacks=[gpubp.LayerMonitor(every=every)], progress=False)  # fmt: skip
+    gpubp.fit(plain, X, y, epochs=1, batch_size=4, shuffle=False, optimizer=gpubp.SGD(plain, lr=0.5), progress=False)
+    np.testing.assert_array_equal(net.params, plain.params)  # the monitor does not change the training
+    saturated, fired, rows = np.zeros(2), [np.zeros(7, bool), np.zeros(6, bool)], 0
+    for step, start in enumerate(range(0, 50, 4)):
+        trace = replay.forward(X[start : start + 4])
+        if step % every == 0:
+            rows += len(trace.output)
+            for l in range(2):
+                z = trace.z[l]
+                if activation in SLOPES:
+                    saturated[l] += np.count_nonzero(SLOPES[activation](z) < 0.01 * SLOPES[activation](0.0))
+                else:
+                    fired[l] |= (z > 0).any(axis=0)
+        gpubp.SGD(replay, lr=0.5).step(replay.backward(trace, y[start : start + 4]))
+    np.testing.assert_array_equal(replay.params, net.params)
+    first, second, _ = history.layers[0]
+    if activation in SLOPES:
+        expected = saturated / (rows * np.array([7, 6]))
+        assert 0 < expected[0] < 1 and [first["saturated"], second["saturated"]] == list(expected)
+    else:
+        expected = [1 - f.mean() for f in fired]
+        assert 0 < expected[0] < 1 and [first["dead"], second["dead"]] == expected
+
+
+def test_two_monitors_in_one_fit_count_what_one_counts():
+    # The first keeps several steps' rows in fit's workspace; the second must not move them too.
+    X, y = data(50)
+    X *= 3
+    histories = []
+    for monitors in (1, 2):
+        net = sigmoid_net()
+        callbacks = [gpubp.LayerMonitor() for _ in range(monitors)]
+        histories.append(gpubp.fit(net, X, y, epochs=2, batch_size=4, callbacks=callbacks, progress=False).layers)
+    assert histories[0] == histories[1]
+    assert 0 < histories[0][-1][0]["saturated"] < 1
+
+
 def test_a_net_without_hidden_layers_has_speeds_and_no_unit_counts():
     X, y = data()
     net = gpubp.MLP([5, 3], activation="sigmoid", loss="cross_entropy", dtype="float64", device="cpu", seed=1)
