@@ -71,7 +71,8 @@ class LayerMonitor(Callback):
         dead          relu and leaky_relu hidden layers: the share of units that never fired in the epoch
     The numbers accumulate on the device and come back with the epoch's other numbers:
     nothing in a step waits for the device. On a GPU fused kernels (kernels.py) do a
-    step's work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off.
+    step's work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off. Elsewhere the
+    units are counted every few steps, over rows of z and a that fit's workspace keeps.
     """
 
     def __init__(self, every: int = 1):
