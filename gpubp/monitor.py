@@ -97,12 +97,10 @@ class LayerMonitor(Callback):
             # ReLU layers: each unit's Σ over the epoch's rows of max(a, 0), which is 0 only if it never
             # fired; a look adds its rows with one matrix product, a (1 × m) row of ones times a
             self.fired = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
-            self.fired_step = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
+            self.fired_look = [xp.empty((1, h), dtype=net.dtype) for h in hidden]  # one look's sums
         self.hidden = hidden
-        self.layer_numbers = range(len(hidden))
         if self.kind in SATURATED_BEYOND:  # in z's dtype: a Python float costs a conversion every step
             self.threshold = numpy.dtype(net.dtype).type(SATURATED_BEYOND[self.kind])
-            self.below = -self.threshold
         self.fold_at = FOLD * 2 * self.layers  # squares kept before a fold: FOLD steps' worth
         self.parts = self.parts_of = None
         # On a GPU, fused kernels do a step's work in 1 + (L − 1) launches instead of about 8 (kernels.py)
@@ -115,14 +113,14 @@ class LayerMonitor(Callback):
             self.count_views = [self.counts[l : l + 1] for l in range(len(hidden))]
             self.ring_views = list(self.ring)  # a CuPy view costs microseconds to make: made once
         self.ring_rows = 0
-        self.room = 0  # rows in the looks' arrays (self.hits, self.work, self.ones): made as needed
+        self.room = 0  # rows in the looks' arrays (self.hits, self.work, self.ones): made before fit's first step
         self.workspace = None  # fit's workspace, when it keeps several steps' rows for one look
         ws = state.workspace
         if not self.fused and self.kind is not None and hidden and ws is not None:
             kept = min(KEEP * ws.rows, KEEP_VALUES // max(net.sizes[1:]))
             if kept > ws.rows and ws.keep(kept):
                 self.workspace, self.kept = ws, kept
-                self._make_room(xp, kept)
+            self._make_room(xp, kept if self.workspace is not None else ws.rows)  # before the first step
 
     def on_epoch_begin(self, state):
         self.steps = self.rows = 0
@@ -189,17 +187,17 @@ class LayerMonitor(Callback):
             # Each unit's Σ of max(a, 0) over the rows, which stays 0 only if it never fired:
             # a (1 × m) row of ones times a, in one matrix product
             ones = self.ones[:, :m]
-            for a, work, row, fired in zip(activations, self.work, self.fired_step, self.fired):
+            for a, work, row, fired in zip(activations, self.work, self.fired_look, self.fired):
                 xp.matmul(ones, xp.maximum(a[:m], 0, out=work[:m]) if self.leaky else a[:m], out=row)
                 fired += row
             return
         # f'(z) < 1% of its maximum exactly where |z| is past the line: z > line or −line > z.
         # Two comparisons with one ufunc cost less than |z| first and one comparison after.
-        line, below_line, counts = self.threshold, self.below, self.saturated
-        for l, z, hits in zip(self.layer_numbers, zs, self.hits):
+        line, counts = self.threshold, self.saturated
+        for l, (z, hits) in enumerate(zip(zs, self.hits)):
             z, both = z[:m], hits[:, :m]
             xp.greater(z, line, out=both[0])
-            xp.greater(below_line, z, out=both[1])
+            xp.greater(-line, z, out=both[1])
             counts[l] = counts[l] + xp.count_nonzero(both)
 
     def _fold(self, xp):
