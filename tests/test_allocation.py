@@ -121,14 +121,54 @@ def test_a_gpu_step_allocates_nothing_from_the_memory_pool(activation, loss, out
     assert per_step(count, net, optimizer, X, Y) == 0
 
 
+def cuda_profiler():
+    """torch.profiler's (profile, ProfilerActivity, DeviceType), or require_tool's skip saying why not.
+
+    Only a CUDA build of torch that sees the GPU records kernels; a CPU build warns that CUDA is
+    not available (an error under filterwarnings) and would record nothing at all.
+    """
+    try:
+        import torch
+        from torch.profiler import DeviceType, ProfilerActivity, profile
+    except ImportError:
+        require_tool("torch is not installed: its profiler (CUPTI) counts every kernel the process launches")
+    if not torch.cuda.is_available():
+        require_tool(f"torch {torch.__version__} does not see a GPU (a CPU build?): its profiler would count no kernel")
+    return profile, ProfilerActivity, DeviceType
+
+
+def check_launches(launches: float, layers: int, budget: int) -> None:
+    """Between the launches no step can do without and kernels.py's count, with room for cuBLAS's splits."""
+    # Never fewer than 3L - 1 matrix products, L bias + activation kernels, L bias sums and the update:
+    # a profiler that records nothing fails here.
+    assert launches >= 5 * layers, f"{launches:g} launches per step: fewer than the {5 * layers} any step makes"
+    assert launches <= budget + 3 * layers, f"{launches:g} launches per step; kernels.py counts {budget}"
+
+
+def test_the_launch_check_fails_a_profiler_that_records_nothing_or_too_much():
+    check_launches(15, 2, 15)
+    with pytest.raises(AssertionError, match="fewer than the 10 any step makes"):
+        check_launches(0, 2, 15)
+    with pytest.raises(AssertionError, match="kernels.py counts 15"):
+        check_launches(22, 2, 15)
+
+
+def test_a_cpu_build_of_torch_is_no_launch_counter(monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    if torch.cuda.is_available():
+        pytest.skip("torch sees a GPU here: this test is about a CPU build")
+    from . import conftest
+
+    monkeypatch.setattr(conftest, "IN_CI", False)  # require_tool skips here even in CI, where torch is CPU-only
+    with pytest.raises(pytest.skip.Exception, match=r"does not see a GPU \(a CPU build\?\)"):
+        cuda_profiler()
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("activation, loss, output", GPU_CASES)
 def test_a_gpu_step_makes_the_launches_kernels_py_counts(activation, loss, output):
     require_gpu()
-    try:
-        from torch.profiler import DeviceType, ProfilerActivity, profile
-    except ImportError:
-        require_tool("torch is not installed: its profiler (CUPTI) counts every kernel the process launches")
+    profile, ProfilerActivity, DeviceType = cuda_profiler()
     net, optimizer, X, Y = gpu_case(activation, loss, output)
 
     def count(run):
@@ -142,4 +182,4 @@ def test_a_gpu_step_makes_the_launches_kernels_py_counts(activation, loss, outpu
     layers = net.n_layers
     budget = 6 * layers + 3 + (2 if loss == "mse" else 0)  # kernels.py's count (the mse output delta: 2 more)
     print(f"{activation}-{loss}-{output}: {launches:g} launches per step; kernels.py counts {budget}")
-    assert launches <= budget + 3 * layers  # cuBLAS may split each of the 3L products in two
+    check_launches(launches, layers, budget)

@@ -1,6 +1,5 @@
 """Device selection, the array module, and the fallbacks when the GPU is missing."""
 
-import importlib.util
 import os
 import re
 import subprocess
@@ -12,9 +11,9 @@ import pytest
 import gpubp
 from gpubp import backend
 
-from .conftest import require_gpu, require_tool
+from .conftest import installed, require_gpu, require_tool
 
-HAS_CUPY = importlib.util.find_spec("cupy") is not None
+HAS_CUPY = installed("cupy")
 
 
 def run_python(code: str, **env) -> subprocess.CompletedProcess:
@@ -107,15 +106,19 @@ def test_a_driver_without_the_cuda_libraries_falls_back_and_names_the_library(mo
 
 def test_without_nccl_the_nccl_backend_says_what_to_install():
     require_tool(None if HAS_CUPY else "CuPy is not installed (pip install 'gpubp[cuda12]'; CI installs it)")
-    import importlib.util
-
-    if importlib.util.find_spec("nvidia.nccl") is not None:
+    if installed("nvidia.nccl"):
         pytest.skip("the NCCL wheel is installed here: this test is about machines without it")
     message = "needs the NCCL library, which CuPy did not find: pip install 'gpubp[cuda12-nccl]'"
     with pytest.raises(gpubp.DeviceError, match=re.escape(message)):
         backend.nccl()
     with pytest.raises(gpubp.DeviceError, match=re.escape("(it brings nvidia-nccl-cu12), or pass backend='mpi'")):
         gpubp.distributed.NCCL(gpubp.device("cpu"))  # refused before MPI or the device is touched
+
+
+def test_installed_answers_for_a_module_whose_parent_package_is_absent():
+    # As nvidia.nccl where CuPy uses a system CUDA toolkit and no nvidia-* wheel is installed.
+    assert installed("numpy.linalg") and not installed("numpy.no_such_module")
+    assert not installed("gpubp_absent_package.nccl")
 
 
 def test_cupy_is_installed_in_ci():
@@ -153,6 +156,7 @@ def test_import_is_fast_and_does_not_import_cupy():
     assert float(seconds) < 2.0
 
 
+@pytest.mark.gpu
 def test_index_out_of_range():
     require_gpu()
     count = backend.cuda_device_count()

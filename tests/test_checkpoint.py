@@ -53,6 +53,7 @@ def test_other_safetensors_readers_see_plain_layer_tensors(tmp_path):
     assert json.loads(meta["optimizer"]) is None
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("direction", ["gpu to cpu", "cpu to gpu"])
 def test_a_model_moves_between_devices(tmp_path, direction):
     require_gpu()

@@ -45,7 +45,7 @@ def test_a_memory_map_of_a_gigabyte_trains_in_bounded_memory_to_the_weights_of_t
     assert isinstance(X, np.memmap) and X.nbytes >= 2**30
 
     def run(X, y, data_on_device=None):
-        net = gpubp.MLP([features, 8, 2], loss="cross_entropy", seed=1)
+        net = gpubp.MLP([features, 8, 2], loss="cross_entropy", seed=1, device="cpu")
         gpubp.fit(net, X, y, epochs=1, batch_size=1024, data_on_device=data_on_device, progress=False)
         return net.params.copy()
 
@@ -82,7 +82,7 @@ def test_a_big_endian_memory_map_trains_as_its_native_copy(tmp_path):
 def test_validation_and_evaluate_and_predict_read_a_memory_map_as_they_read_ram(tmp_path):
     X, y = small_data()
     X_map, y_map = memory_map(tmp_path / "X.npy", X), memory_map(tmp_path / "y.npy", y)
-    net = gpubp.MLP([6, 9, 3], activation="tanh", loss="cross_entropy", seed=2)
+    net = gpubp.MLP([6, 9, 3], activation="tanh", loss="cross_entropy", seed=2, device="cpu")
     history = gpubp.fit(net, X[:150], y[:150], epochs=1, batch_size=16, validation_data=(X_map[150:], y_map[150:]),
                         progress=False)  # fmt: skip
     assert history.records()[0]["val_loss"] == gpubp.evaluate(net, X[150:], y[150:])["loss"]
@@ -94,7 +94,7 @@ def test_each_batch_keeps_its_slot_until_the_next_has_been_handed_out():
     # On a GPU the device may still be reading batch i's slot when batch i+1 is handed out:
     # the slot of batch i must not be the one the next batch is copied into.
     X, y = small_data(rows=50)
-    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2)
+    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2, device="cpu")
     data = hostdata.HostData(net, X, y)
     batches = hostdata.Batches(data, rows=8)
     rng = np.random.default_rng(3)
@@ -232,10 +232,11 @@ def test_splitting_and_standardising_a_memory_map_read_it_in_pieces(tmp_path, mo
         np.testing.assert_allclose(chunked.mean, whole.mean, rtol=1e-12)
         np.testing.assert_allclose(chunked.scale, whole.scale, rtol=1e-12)
         np.testing.assert_array_equal(np.asarray(whole.transform(X_train)), whole.transform(in_ram[0]))
-    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2)
+    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2, device="cpu")
     np.testing.assert_array_equal(net.predict(X_test, batch_size=7), net.predict(in_ram[1]))  # read in batches
 
 
+@pytest.mark.gpu
 def test_on_a_gpu_host_batches_equal_device_data_bit_for_bit(tmp_path):
     require_gpu()
     X, y = small_data()
@@ -244,6 +245,7 @@ def test_on_a_gpu_host_batches_equal_device_data_bit_for_bit(tmp_path):
     assert (streamed == on_device).all()
 
 
+@pytest.mark.gpu
 def test_on_a_gpu_data_larger_than_the_memory_pool_trains_from_the_host(capsys):
     require_gpu()
     import cupy
@@ -269,6 +271,6 @@ def test_on_a_gpu_data_larger_than_the_memory_pool_trains_from_the_host(capsys):
 
 def test_train_module_keeps_the_device_path_for_plain_arrays():
     X, y = small_data()
-    net = gpubp.MLP([6, 9, 3], loss="cross_entropy")
+    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", device="cpu")
     assert isinstance(train._data(net, X, y, None, "X", "copying"), train.DeviceData)
     assert isinstance(train._data(net, X, y, False, "X", "copying"), hostdata.HostData)

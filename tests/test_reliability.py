@@ -89,6 +89,46 @@ def test_integer_and_bool_X_are_converted_as_documented():
     np.testing.assert_array_equal(model.predict(np.array([[True, False, True]])), expected)
 
 
+@pytest.mark.parametrize("on_device", [True, False])
+def test_long_double_X_trains_as_its_float64_copy(device, on_device, tmp_path):
+    # NumPy's float128 (long double) has no CuPy type: a GPU net converts it on the host, as float64.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    long = X.astype(np.longdouble)
+    assert long.dtype.char == "g"
+
+    def trained(X):
+        model = gpubp.MLP([3, 4, 2], loss="cross_entropy", device=device, seed=1)
+        gpubp.fit(model, X, y, epochs=2, batch_size=8, progress=False, data_on_device=on_device)
+        return gpubp.to_numpy(model.params)
+
+    np.testing.assert_array_equal(trained(long), trained(X))
+    model = gpubp.MLP([3, 4, 2], loss="cross_entropy", device=device, seed=1)
+    np.testing.assert_array_equal(gpubp.to_numpy(model.predict(long)), gpubp.to_numpy(model.predict(X)))
+
+
+def test_host_data_is_checked_as_the_net_will_hold_it(tmp_path):
+    # A float64 1e39 is finite, but inf in a float32 net: refused before training, not met as a NaN loss.
+    X = np.zeros((50, 3))
+    X[37, 1] = 1e39
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    message = r"X holds NaN or infinite values, or numbers too large for the net's float32; remove or impute"
+    with pytest.raises(gpubp.ArgumentError, match=message):
+        gpubp.fit(net(), mapped, np.zeros(50, dtype=int), epochs=1, progress=False)
+    gpubp.fit(net(dtype="float64"), mapped, np.zeros(50, dtype=int), epochs=1, progress=False)  # it fits there
+
+
+def test_only_a_gpu_converts_long_double_on_the_host():
+    gpu = gpubp.Device("cuda", 0)  # a description only: nothing here touches a GPU
+    assert gpubp.backend.storable_dtype(np.longdouble, gpu) == np.float64
+    assert gpubp.backend.storable_dtype(np.longdouble, gpubp.backend.CPU) == np.longdouble
+    for device in (gpu, gpubp.backend.CPU):
+        assert gpubp.backend.storable_dtype(">f4", device) == np.dtype("<f4")  # native byte order
+        assert gpubp.backend.storable_dtype(np.int16, device) == np.int16
+
+
+@pytest.mark.gpu
 def test_a_gpu_array_given_to_a_cpu_net_is_copied_over():
     require_gpu()
     model = net(dtype="float64")
@@ -363,6 +403,7 @@ def test_running_out_of_memory_copying_the_data_says_so():
     assert "Pass data_on_device=False to keep the data on the host" in result.stdout
 
 
+@pytest.mark.gpu
 def test_gpu_out_of_memory_names_the_batch_size():
     require_gpu()
     model = gpubp.MLP([784, 4096, 10], loss="cross_entropy", device="gpu")
@@ -376,6 +417,7 @@ def test_gpu_out_of_memory_names_the_batch_size():
         pool.set_limit(size=0)  # no limit again
 
 
+@pytest.mark.gpu
 def test_cublas_failing_to_allocate_counts_as_out_of_memory():
     require_gpu()  # CuPy's CUBLASError exists only where cuBLAS loads
     from cupy_backends.cuda.libs import cublas
@@ -384,15 +426,16 @@ def test_cublas_failing_to_allocate_counts_as_out_of_memory():
     assert not gpubp.backend.is_out_of_memory(cublas.CUBLASError(7))  # CUBLAS_STATUS_INVALID_VALUE
 
 
+@pytest.mark.gpu
 def test_gpu_out_of_memory_copying_the_data_says_so():
     require_gpu()
     model = gpubp.MLP([784, 16, 10], loss="cross_entropy", device="gpu")
     pool = model.xp.get_default_memory_pool()
     X, y = np.ones((65536, 784), dtype=np.float32), np.zeros(65536, dtype=int)  # 200 MB
     pool.set_limit(size=pool.used_bytes() + 64 * 2**20)
-    try:
+    try:  # data_on_device=True: the default, None, would keep the data on the host and train from there
         with pytest.raises(gpubp.OutOfMemory, match=r"cuda:0 ran out of memory copying the training data"):
-            gpubp.fit(model, X, y, epochs=1, progress=False)
+            gpubp.fit(model, X, y, epochs=1, progress=False, data_on_device=True)
     finally:
         pool.set_limit(size=0)
 
