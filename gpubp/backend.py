@@ -177,11 +177,22 @@ class Device:
         return self.xp.cuda.Device(self.index)
 
     def asarray(self, x, dtype=None):
-        """`x` as an array on this device, copied only when it must move or change dtype."""
+        """`x` as an array on this device, copied only when it must move or change dtype.
+        Host data in a dtype the GPU lacks is converted on the host first (see storable_dtype)."""
         if self.kind == "cpu":
             return numpy.asarray(to_numpy(x), dtype=dtype)
+        if dtype is None and isinstance(x, numpy.ndarray) and storable_dtype(x.dtype, self) != x.dtype:
+            x = x.astype(storable_dtype(x.dtype, self))
         with self.activate():
             return self.xp.asarray(x, dtype=dtype)
+
+    @property
+    def bus_id(self) -> str:
+        """Which physical device this is: the GPU's PCI bus id, the same in every process of the
+        machine whatever index CUDA_VISIBLE_DEVICES gives it there; "cpu" for the CPU."""
+        if self.kind == "cpu":
+            return "cpu"
+        return self.xp.cuda.Device(self.index).pci_bus_id
 
     @property
     def name(self) -> str:
@@ -194,6 +205,14 @@ class Device:
 
 
 CPU = Device("cpu")
+
+
+def storable_dtype(dtype, device: Device) -> numpy.dtype:
+    """The dtype in which host data of `dtype` goes to `device`: in native byte order (GPUs take no
+    other), and on a GPU long double (NumPy's float128 on most Linux machines, which CuPy has no type
+    for) as float64, which holds every number a float32 or float64 net computes with."""
+    dtype = numpy.dtype(dtype).newbyteorder("=")
+    return numpy.dtype(numpy.float64) if device.kind != "cpu" and dtype.char == "g" else dtype
 
 
 def device(spec: str | Device = "auto") -> Device:

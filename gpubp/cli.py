@@ -146,14 +146,11 @@ def _build_net(args, split, device) -> tuple[MLP, Optimizer]:
 
 
 def _processes(args):
-    """(communicator, device spec): under `mpiexec -n K` each rank binds its own GPU."""
+    """(communicator, device): under `mpiexec -n K` each rank binds its own GPU, by its local rank.
+    The communicator reads the checkpoint to resume from; training makes its own, for the net's device."""
     if distributed.launched_size() == 1:
         return distributed.Single(), args.device
-    comm = distributed.MPI(args.timeout)
-    device = args.device
-    if device in ("auto", "gpu", "cuda") and backend.gpu_available():
-        device = f"cuda:{distributed.local_rank() % backend.cuda_device_count()}"
-    return comm, device
+    return distributed.MPI(args.timeout), distributed.rank_device(args.device)
 
 
 def _resume(path, device, comm):
@@ -242,12 +239,14 @@ def _train(args, stopper) -> int:
         callbacks.insert(0, EarlyStopping(patience=settings["patience"]))
     if args.log and initial_epoch == 0 and comm.rank == 0:
         atomic.write_bytes(args.log, b"")  # a fresh run starts a fresh log; a resumed one appends
+    if comm.size > 1:  # NCCL for GPU nets, unless ranks share a GPU
+        comm = distributed.communicator(net.device, timeout=args.timeout)
 
     say(
         f"training {net} on {split.name}: {len(X_train)} training rows"
         + (f", {len(validation[0])} validation" if validation else "")
         + f", {len(split.X_test)} test"
-        + (f", on {comm.size} ranks ({'nccl' if net.device.kind == 'cuda' else 'mpi'})" if comm.size > 1 else ""),
+        + (f", on {comm.size} ranks ({comm.backend})" if comm.size > 1 else ""),
         file=sys.stderr,
     )
     if stopper.previous:
@@ -268,7 +267,7 @@ def _train(args, stopper) -> int:
             initial_epoch=initial_epoch,
             history=history,
             threads=args.threads,
-            distributed=comm.size > 1,
+            distributed=comm if comm.size > 1 else False,
             timeout=args.timeout,
         )
     except (KeyboardInterrupt, _Stopped) as stop:

@@ -16,13 +16,14 @@ and mpi4py is never imported.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 
 import numpy
 
-from .backend import nccl as _nccl
-from .errors import ArgumentError, MissingDependency, choice_error
+from . import backend as backend_
+from .errors import ArgumentError, DeviceError, MissingDependency, choice_error
 
 BACKENDS = ("auto", "mpi", "nccl")
 DEFAULT_TIMEOUT = 300.0  # seconds: long enough for a slow step, short enough not to waste a night
@@ -58,6 +59,19 @@ def local_rank() -> int:
 def local_size() -> int:
     """How many ranks share this machine (and its cores)."""
     return _first_int(_LOCAL_SIZE_VARIABLES) or 1
+
+
+def rank_device(spec="auto") -> backend_.Device:
+    """The device this rank trains on. A GPU asked for without an index ("gpu", "cuda", or "auto"
+    finding one, GPUBP_DEVICE included) is cuda:(local rank mod the GPUs), so that the ranks of a
+    machine spread over its GPUs; any other spec is taken as it is."""
+    text = spec.strip().lower() if isinstance(spec, str) else None
+    if text == "auto" and os.environ.get(backend_.ENV_DEVICE, "").strip():
+        text = os.environ[backend_.ENV_DEVICE].strip().lower()
+    chosen = backend_.device(spec)
+    if chosen.kind == "cuda" and text in ("auto", "gpu", "cuda"):
+        return backend_.device(f"cuda:{local_rank() % backend_.cuda_device_count()}")
+    return chosen
 
 
 def cpu_threads_per_rank() -> int:
@@ -152,6 +166,37 @@ class MPI:
     def barrier(self) -> None:
         self.wait(self.comm.Ibarrier(), "a barrier")
 
+    def allgather_text(self, text: str) -> list[str]:
+        """Every rank's `text` (at most 256 bytes of UTF-8), in rank order, on every rank."""
+        mine = numpy.zeros(256, dtype=numpy.uint8)
+        data = text.encode()[:256]
+        mine[: len(data)] = numpy.frombuffer(data, dtype=numpy.uint8)
+        everyone = numpy.empty((self.size, 256), dtype=numpy.uint8)
+        self.wait(self.comm.Iallgather(mine, everyone), "an all-gather")
+        return [row.tobytes().rstrip(b"\0").decode() for row in everyone]
+
+    def shared_gpus(self, device) -> list[str]:
+        """Where two or more ranks would compute on the same physical GPU, which NCCL refuses
+        ("Duplicate GPU detected"): one line for each machine where they do; none when every
+        rank has a GPU of its own."""
+        places = self.allgather_text(f"{socket.gethostname()}\n{device.bus_id}\n{device}")
+        machines = {}  # host: {bus id: [(rank, device name)]}
+        for rank, place in enumerate(places):
+            host, bus_id, name = place.split("\n")
+            machines.setdefault(host, {}).setdefault(bus_id, []).append((rank, name))
+        lines = []
+        for host, gpus in machines.items():
+            shared = [
+                f"ranks {', '.join(str(r) for r, _ in held)} share the one at {bus_id} "
+                f"({', '.join(sorted({name for _, name in held}))})"
+                for bus_id, held in gpus.items()
+                if len(held) > 1
+            ]
+            if shared:
+                ranks = sum(len(held) for held in gpus.values())
+                lines.append(f"{ranks} ranks on {host} use {len(gpus)} GPU(s): {', '.join(shared)}")
+        return lines
+
 
 class NCCL(MPI):
     """GPU-to-GPU collectives with NCCL; MPI only starts it (the unique id) and runs the barriers."""
@@ -159,7 +204,7 @@ class NCCL(MPI):
     backend = "nccl"
 
     def __init__(self, device, timeout: float = DEFAULT_TIMEOUT):
-        self.nccl = _nccl()  # before MPI starts: a missing NCCL is said at once, by every rank
+        self.nccl = backend_.nccl()  # before MPI starts: a missing NCCL is said at once, by every rank
         super().__init__(timeout)
         self.xp = device.xp
         with device.activate():
@@ -199,7 +244,9 @@ class NCCL(MPI):
 def communicator(device=None, backend: str = "auto", timeout: float = DEFAULT_TIMEOUT):
     """The communicator for this process: Single without a launcher, else MPI or NCCL.
 
-    backend "auto" picks NCCL for GPU nets and MPI for CPU nets.
+    backend "auto" picks NCCL for GPU nets, and MPI for CPU nets and wherever two ranks
+    compute on one GPU (NCCL needs a GPU for each rank): rank 0 says so. backend "nccl"
+    refuses ranks that share a GPU with a DeviceError that says what to do.
     """
     if backend not in BACKENDS:
         raise choice_error("backend", backend, BACKENDS)
@@ -208,8 +255,29 @@ def communicator(device=None, backend: str = "auto", timeout: float = DEFAULT_TI
     if launched_size() == 1:
         return Single()
     on_gpu = device is not None and device.kind == "cuda"
-    if backend == "nccl" or (backend == "auto" and on_gpu):
-        if not on_gpu:
-            raise ArgumentError("backend 'nccl' needs a GPU net (device='gpu'); use backend='mpi' on the CPU")
+    if backend == "nccl" and not on_gpu:
+        raise ArgumentError("backend 'nccl' needs a GPU net (device='gpu'); use backend='mpi' on the CPU")
+    if backend == "mpi" or not on_gpu:
+        return MPI(timeout)
+    comm = MPI(timeout)
+    shared = comm.shared_gpus(device)  # every rank learns the same, so every rank chooses the same
+    if not shared:
         return NCCL(device, timeout)
-    return MPI(timeout)
+    where = "; ".join(shared)
+    fix = (
+        f"start at most as many ranks on a machine as it has GPUs (this one shows {backend_.cuda_device_count()}), "
+        "and give each rank its own: device 'gpu' in gpubp train, or "
+        "gpubp.distributed.rank_device('gpu') for fit's net"
+    )
+    if backend == "nccl":
+        raise DeviceError(
+            f"backend 'nccl' needs a GPU of its own for each rank, but {where}: {fix}; or pass backend='mpi'"
+        )
+    if comm.rank == 0:
+        print(
+            f"gpubp: {where}, and NCCL needs a GPU of its own for each rank, so the gradients go through MPI "
+            f"and host memory instead (slower). For NCCL, {fix}.",
+            file=sys.stderr,
+            flush=True,
+        )
+    return comm

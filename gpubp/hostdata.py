@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy
 
-from .backend import all_finite
+from .backend import all_finite, storable_dtype
 from .errors import ArgumentError, ArgumentTypeError, ShapeError
 
 CHUNK_BYTES = 1 << 20  # the checks read X and Y in pieces of about this many bytes
@@ -85,7 +85,7 @@ class HostData:
             raise ShapeError(f"X must have shape (N, {n_in}) for this net; got {tuple(self.X.shape)}")
         if len(self.X) == 0:
             raise ShapeError(f"X must have at least one row; got shape {tuple(self.X.shape)}")
-        _check_finite(self.X, "X")
+        _check_finite(self.X, "X", net.dtype)
         n = len(self.X)
         Y = _host_array(Y, "Y")
         self.labels = Y.ndim == 1 and net.loss_fn.name == "cross_entropy"
@@ -101,7 +101,7 @@ class HostData:
                 )
         else:
             Y = net.target_rows(Y, n)
-            _check_finite(Y, "Y")
+            _check_finite(Y, "Y", net.dtype)
         self.Y = Y
 
     def __len__(self) -> int:
@@ -134,7 +134,7 @@ class Batches:
         y_shape = (rows,) if data.labels else (rows, k)
         with net.device.activate():
             host = self._pinned if self.gpu else numpy.empty
-            x_dtype, y_dtype = (a.dtype.newbyteorder("=") for a in (data.X, data.Y))  # GPUs take native order
+            x_dtype, y_dtype = (storable_dtype(a.dtype, net.device) for a in (data.X, data.Y))
             self.host = [(host((rows, data.X.shape[1]), x_dtype), host(y_shape, y_dtype)) for _ in "ab"]
             self.device = [(xp.empty(x.shape, x.dtype), xp.empty(y.shape, y.dtype)) for x, y in self.host]
             self.X_batch = xp.empty((rows, data.X.shape[1]), dtype=net.dtype)
@@ -258,13 +258,19 @@ def _chunks(a):
         yield a[start : start + rows]
 
 
-def _check_finite(a, name: str) -> None:
-    """all_finite over each chunk: two reductions a chunk, no temporary."""
+def _check_finite(a, name: str, dtype) -> None:
+    """all_finite over each chunk, as the net's `dtype` will hold it: a float64 1e39 is inf in float32.
+    Two reductions a chunk, and a copy of the chunk where the dtype narrows."""
     if a.dtype.kind != "f":
         return  # integers and booleans are always numbers
+    narrows = numpy.finfo(a.dtype).max > numpy.finfo(dtype).max
     for chunk in _chunks(a):
+        if narrows:
+            with numpy.errstate(over="ignore"):  # an overflow is reported below, in words
+                chunk = chunk.astype(dtype)
         if not all_finite(numpy, chunk):
-            raise ArgumentError(f"{name} holds NaN or infinite values; remove or impute them first")
+            too_large = f", or numbers too large for the net's {numpy.dtype(dtype).name}" if narrows else ""
+            raise ArgumentError(f"{name} holds NaN or infinite values{too_large}; remove or impute them first")
 
 
 def _range(labels) -> tuple[int, int]:

@@ -3,6 +3,9 @@
 python tests/distributed_worker.py parity DTYPE OUT      20 steps; rank 0 writes OUT.npz and OUT.safetensors,
                                                         every rank r its weights and velocity to OUT.rank{r}.npz
 python tests/distributed_worker.py forever OUT           trains until killed, saving every epoch
+python tests/distributed_worker.py shared-gpu PLACEMENT OUT  staged GPU nets ("one GPU" or "a GPU each"): every
+                                                        rank r writes what backends "auto" and "nccl" choose
+                                                        to OUT.rank{r}.txt
 """
 
 import os
@@ -55,6 +58,19 @@ def main():
                 losses=history.loss,
                 accuracy=history.accuracy,
             )
+    elif mode == "shared-gpu":
+        # Staged: the ranks' nets say cuda:0; the bus id is the same on every rank, or one of its own.
+        bus_id = "0000:3b:00.0" if sys.argv[2] == "one GPU" else f"0000:{59 + rank:02x}:00.0"
+        gpubp.backend.Device.bus_id = property(lambda self: bus_id)
+        gpubp.backend.cuda_device_count = lambda: 1 if sys.argv[2] == "one GPU" else 2
+        chosen = {}
+        for backend in ("auto", "nccl"):
+            try:
+                chosen[backend] = gpubp.distributed.communicator(gpubp.Device("cuda", 0), backend, 60).backend
+            except gpubp.GpubpError as e:
+                chosen[backend] = f"{type(e).__name__}: {e}"
+        with open(f"{sys.argv[3]}.rank{rank}.txt", "w") as f:  # a file each: the ranks' output may interleave
+            f.write("".join(f"{backend}: {text}\n" for backend, text in chosen.items()))
     elif mode == "forever":
         out, timeout = sys.argv[2], float(sys.argv[3])
         print(f"rank {rank} pid {os.getpid()}", flush=True)

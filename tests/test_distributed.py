@@ -32,8 +32,10 @@ def mpiexec() -> str:
     return found
 
 
-def environment():
-    env = {k: v for k, v in os.environ.items() if k != "GPUBP_DEVICE"}
+def environment(device="cpu"):
+    """The ranks' environment: gpubp from this tree, and device "auto" meaning `device`. The CPU by
+    default, on a GPU machine too, where "auto" would bind GPUs and choose NCCL."""
+    env = dict(os.environ, GPUBP_DEVICE=device)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
     return env
 
@@ -205,6 +207,50 @@ def test_sigterm_to_mpiexec_stops_every_rank_after_the_same_step_and_the_checkpo
     assert gpubp.load_checkpoint(path, device="cpu").epoch == epoch + 1
 
 
+@pytest.mark.parametrize("placement", ["one GPU", "a GPU each"])
+def test_ranks_on_one_gpu_train_over_mpi_and_say_so_and_nccl_refuses_them(tmp_path, placement):
+    # Staged on the CPU: every rank's net says cuda:0, and the GPUs' bus ids are the same (as two ranks
+    # on one GPU see it) or differ by rank (as with a GPU each). NCCL would fail on the first.
+    result = launch(2, "shared-gpu", placement, str(tmp_path / "chosen"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    got = {}
+    for rank in (0, 1):
+        for line in (tmp_path / f"chosen.rank{rank}.txt").read_text().splitlines():
+            backend, text = line.split(": ", 1)
+            got[f"rank {rank} {backend}"] = text
+    if placement == "one GPU":
+        for rank in (0, 1):
+            assert got[f"rank {rank} auto"] == "mpi"
+            assert got[f"rank {rank} nccl"].startswith(
+                "DeviceError: backend 'nccl' needs a GPU of its own for each rank, but 2 ranks on "
+            )
+            assert " use 1 GPU(s): ranks 0, 1 share the one at 0000:3b:00.0 (cuda:0)" in got[f"rank {rank} nccl"]
+            assert "this one shows 1)" in got[f"rank {rank} nccl"] and "backend='mpi'" in got[f"rank {rank} nccl"]
+        assert result.stderr.count("so the gradients go through MPI and host memory instead") == 1  # rank 0 alone
+    else:  # no GPU is shared, so both choose NCCL (whose library CI lacks, and says so)
+        for rank in (0, 1):
+            for backend in ("auto", "nccl"):
+                assert got[f"rank {rank} {backend}"].startswith(("nccl", "DeviceError: the NCCL backend")), got
+        assert "go through MPI" not in result.stderr
+
+
+def test_each_rank_binds_the_gpu_of_its_local_rank(monkeypatch):
+    monkeypatch.setattr(gpubp.backend, "gpu_unavailable_reason", lambda index=0: None)  # staged: GPUs compute
+    monkeypatch.setattr(gpubp.backend, "cuda_device_count", lambda: 2)
+    monkeypatch.setenv("MPI_LOCALRANKID", "3")
+    monkeypatch.delenv("GPUBP_DEVICE")
+    for spec in ("auto", "gpu", "cuda", " GPU "):
+        assert distributed.rank_device(spec) == gpubp.Device("cuda", 1), spec  # 3 mod 2
+    assert distributed.rank_device("cuda:0") == gpubp.Device("cuda", 0)  # an index is taken as it is
+    assert distributed.rank_device("cpu") == gpubp.backend.CPU
+    monkeypatch.setenv("GPUBP_DEVICE", "cpu")
+    assert distributed.rank_device("auto") == gpubp.backend.CPU  # the variable "auto" reads
+    monkeypatch.setenv("GPUBP_DEVICE", "cuda:0")
+    assert distributed.rank_device("auto") == gpubp.Device("cuda", 0)
+    monkeypatch.setenv("GPUBP_DEVICE", "gpu")
+    assert distributed.rank_device("auto") == gpubp.Device("cuda", 1)
+
+
 def test_bad_backend_and_timeout():
     with pytest.raises(gpubp.ArgumentError, match="backend must be one of 'auto', 'mpi', 'nccl'"):
         distributed.communicator(backend="gloo")
@@ -212,6 +258,7 @@ def test_bad_backend_and_timeout():
         distributed.communicator(timeout=0)
 
 
+@pytest.mark.gpu
 def test_nccl_backend_on_two_gpus(tmp_path):
     count = gpubp.backend.cuda_device_count()
     if count < 2:
