@@ -33,7 +33,8 @@ def _import_cupy() -> ModuleType | None:
     if not _cupy_tried:
         _cupy_tried = True
         try:
-            import cupy
+            with _warnings_shown():
+                import cupy
 
             _cupy = cupy
         except ImportError as e:
@@ -76,8 +77,19 @@ def gpu_unavailable_reason(index: int = 0) -> str | None:
     if index >= count:
         return f"cuda:{index} is out of range: {count} CUDA device(s) found (cuda:0 to cuda:{count - 1})"
     if index not in _probed:
-        _probed[index] = _probe(cupy, index)
+        with _warnings_shown():
+            _probed[index] = _probe(cupy, index)
     return _probed[index]
+
+
+@contextlib.contextmanager
+def _warnings_shown():
+    """Warnings shown, never raised: a warning from CuPy or the CUDA library loader (under python -W error,
+    or pytest's filterwarnings) says something about the setup, but the answer to "is the GPU usable"
+    is kept for the whole process, and must not be "no" because of it."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        yield
 
 
 _probed: dict[int, str | None] = {}  # device index: what the probe found (None: it computes)

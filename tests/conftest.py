@@ -89,3 +89,9 @@ def _cpu_unless_marked_gpu(request, monkeypatch):
     # On a GPU machine "auto" would pick cuda:0, and a test written for NumPy arrays would get CuPy's.
     if request.node.get_closest_marker("gpu") is None:
         monkeypatch.setenv(backend.ENV_DEVICE, "cpu")
+
+
+def pytest_report_header(config):
+    # Asked once, before any test: the run's log says at its top whether the GPU tests can run, and why not.
+    reason = backend.gpu_unavailable_reason(0)
+    return f"gpubp: {'cuda:0 is usable' if reason is None else f'no usable GPU: {reason}'}"

@@ -115,6 +115,26 @@ def test_without_nccl_the_nccl_backend_says_what_to_install():
         gpubp.distributed.NCCL(gpubp.device("cpu"))  # refused before MPI or the device is touched
 
 
+def test_a_warning_while_cupy_imports_does_not_make_the_gpu_unusable():
+    # Under -W error (and pytest's filterwarnings) a warning from CuPy's import, such as the CUDA library
+    # loader's notes on CUDA_PATH, would otherwise become "CuPy failed to import" for the whole process.
+    require_tool(None if HAS_CUPY else "CuPy is not installed (pip install 'gpubp[cuda12]'; CI installs it)")
+    code = (
+        "import importlib.abc, sys, warnings\n"
+        "class Warns(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name == 'cupy':\n"
+        "            warnings.warn('a note from the CUDA library loader', UserWarning)\n"
+        "sys.meta_path.insert(0, Warns())\n"
+        "from gpubp import backend\n"
+        "print(backend._import_cupy() is not None, backend._cupy_import_error)\n"
+    )
+    result = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True", "None"]
+    assert "UserWarning: a note from the CUDA library loader" in result.stderr  # shown, not swallowed
+
+
 def test_installed_answers_for_a_module_whose_parent_package_is_absent():
     # As nvidia.nccl where CuPy uses a system CUDA toolkit and no nvidia-* wheel is installed.
     assert installed("numpy.linalg") and not installed("numpy.no_such_module")
