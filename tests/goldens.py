@@ -101,8 +101,8 @@ def relative_error(actual, expected) -> float:
     return float(np.abs(actual - expected).max() / max(np.abs(expected).max(), np.finfo(float).tiny))
 
 
-def golden_path(case_name: str, device_kind: str) -> Path:
-    return GOLDEN_DIR / f"{case_name}.{device_kind}.npz"
+def golden_path(case_name: str, device_kind: str, folder: Path = GOLDEN_DIR) -> Path:
+    return Path(folder) / f"{case_name}.{device_kind}.npz"
 
 
 def metadata(device) -> dict:
@@ -122,13 +122,13 @@ def metadata(device) -> dict:
     }
 
 
-def record(device) -> list[Path]:
-    """Write one golden per case for `device`; returns the paths written."""
-    GOLDEN_DIR.mkdir(exist_ok=True)
+def record(device, folder: Path = GOLDEN_DIR) -> list[Path]:
+    """Write one golden per case for `device` into `folder` (tests/golden/ by default); returns the paths written."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
     written = []
     for case in CASES.values():
         result = run_case(case, device)
-        path = golden_path(case.name, device.kind)
+        path = golden_path(case.name, device.kind, folder)
         meta = metadata(device) | {"case": case.name, "dtype": case.dtype}
         np.savez(path, losses=result["losses"], params=result["params"])
         path.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")

@@ -62,15 +62,26 @@ def test_sklearn_fit_benchmark_runs_and_reports_the_ratio(tmp_path):
     assert f"| cpu | 784-256-10 | {row['gpubp']:.3f} | {row['sklearn']:.3f} |" in result.stdout
 
 
-def test_monitor_cost_benchmark_runs():
-    result = run_script("monitor_cost.py", "--tiny")
+def test_monitor_cost_benchmark_runs_and_writes_the_rows_it_prints(tmp_path):
+    out = tmp_path / "monitor.json"
+    result = run_script("monitor_cost.py", "--tiny", "--json", out)
     assert result.returncode == 0, result.stderr
-    rows = [line for line in result.stdout.splitlines() if line.startswith("| b")]
-    assert [row.split(" | ")[:2] for row in rows] == [["| b64-h128", "1"], ["| b64-h128", "2"], ["| b256-h128", "1"]]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("| b")]
+    assert [line.split(" | ")[:2] for line in lines] == [["| b64-h128", "1"], ["| b64-h128", "2"], ["| b256-h128", "1"]]
+    report = json.loads(out.read_text())
+    assert report["device"] == "cpu" and report["pairs"] == 2
+    for line, row in zip(lines, report["rows"], strict=True):
+        assert line.startswith(f"| {row['config']} | {row['every']} | {row['plain_s']:.4f} | {row['cost']:+.1%} |")
+        assert row["plain_s"] > 0 and row["cost_low"] <= row["cost"] <= row["cost_high"]
+    assert report["rows"][0]["target"] == 0.05 and report["rows"][1]["target"] is None  # the goal is b64, every 1
 
 
-def test_host_streaming_benchmark_runs_and_finds_the_same_weights():
-    result = run_script("host_streaming.py", "--tiny", "--rounds", "1")
+def test_host_streaming_benchmark_runs_and_finds_the_same_weights(tmp_path):
+    out = tmp_path / "streaming.json"
+    result = run_script("host_streaming.py", "--tiny", "--rounds", "1", "--json", out)
     assert result.returncode == 0, result.stderr
-    [row] = [line for line in result.stdout.splitlines() if line.startswith("| cpu |")]
-    assert row.endswith("| yes |")
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("| cpu |")]
+    assert line.endswith("| yes |")
+    [row] = json.loads(out.read_text())["rows"]
+    assert row["device"] == "cpu" and row["same_weights"] is True and row["resident_s"] > 0 and row["streamed_s"] > 0
+    assert line.startswith(f"| cpu | {row['resident_s']:.4f} | {row['streamed_s']:.4f} | {row['ratio']:.2f}× |")
