@@ -39,6 +39,24 @@ def test_digits_ships_inside_the_package():
     assert zero[3:5, 3:5].mean() < 0.5 * zero[3:5, [1, 6]].mean()
 
 
+@pytest.mark.parametrize("rows, test_size, test_rows", [(10, 0.29, 3), (10, 0.21, 2), (7, 0.5, 4), (200, 0.333, 67)])
+def test_the_test_split_has_the_nearest_whole_number_of_rows(rows, test_size, test_rows):
+    X, y = np.zeros((rows, 2)), np.arange(rows)
+    X_train, X_test, y_train, y_test = datasets.train_test_split(X, y, test_size=test_size, seed=0)
+    assert len(X_test) == len(y_test) == test_rows  # rows × test_size, rounded to the nearest whole number
+    assert len(X_train) == len(y_train) == rows - test_rows
+
+
+def test_the_outputs_count_every_class_of_both_splits():
+    X = np.zeros((4, 2))
+    split = datasets.named.Split("s", X, np.array([0, 1, 1, 0]), X, np.array([2, 0, 1, 0]))
+    assert split.classification and split.n_outputs == 3  # class 2 is in the test rows alone
+    split = datasets.named.Split("s", X, np.array([0, 4, 1, 0]), X, np.array([2, 0, 1, 0]))
+    assert split.n_outputs == 5
+    values = datasets.named.Split("s", X, np.zeros((4, 3)), X, np.zeros((4, 3)))
+    assert not values.classification and values.n_outputs == 3
+
+
 def test_train_test_split_and_standardizer():
     X = np.arange(40, dtype=float).reshape(20, 2)
     y = np.arange(20)

@@ -90,6 +90,14 @@ def test_validation_and_evaluate_and_predict_read_a_memory_map_as_they_read_ram(
     np.testing.assert_array_equal(net.predict(X_map, batch_size=50), net.predict(X))
 
 
+@pytest.mark.parametrize("rows", [201, 200, 49])
+def test_a_memory_map_is_predicted_to_its_last_row(tmp_path, rows):
+    # 201 = 4 batches of 50 and one row more; 200 ends on a batch; 49 is less than one batch.
+    X, _ = small_data(rows=rows)
+    net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2, device="cpu")
+    np.testing.assert_array_equal(net.predict(memory_map(tmp_path / "X.npy", X), batch_size=50), net.predict(X))
+
+
 def test_each_batch_keeps_its_slot_until_the_next_has_been_handed_out():
     # On a GPU the device may still be reading batch i's slot when batch i+1 is handed out:
     # the slot of batch i must not be the one the next batch is copied into.

@@ -120,10 +120,12 @@ def test_the_unit_counts_over_many_steps_match_a_replay_by_hand(activation, ever
                         callbacks=[gpubp.LayerMonitor(every=every)], progress=False)  # fmt: skip
     gpubp.fit(plain, X, y, epochs=1, batch_size=4, shuffle=False, optimizer=gpubp.SGD(plain, lr=0.5), progress=False)
     np.testing.assert_array_equal(net.params, plain.params)  # the monitor does not change the training
-    saturated, fired, rows = np.zeros(2), [np.zeros(7, bool), np.zeros(6, bool)], 0
+    saturated, fired, rows, speeds = np.zeros(2), [np.zeros(7, bool), np.zeros(6, bool)], 0, []
     for step, start in enumerate(range(0, 50, 4)):
         trace = replay.forward(X[start : start + 4])
+        grads = replay.backward(trace, y[start : start + 4])
         if step % every == 0:
+            speeds.append([np.linalg.norm(b) for b in grads.biases])
             rows += len(trace.output)
             for l in range(2):
                 z = trace.z[l]
@@ -131,9 +133,12 @@ def test_the_unit_counts_over_many_steps_match_a_replay_by_hand(activation, ever
                     saturated[l] += np.count_nonzero(SLOPES[activation](z) < 0.01 * SLOPES[activation](0.0))
                 else:
                     fired[l] |= (z > 0).any(axis=0)
-        gpubp.SGD(replay, lr=0.5).step(replay.backward(trace, y[start : start + 4]))
+        gpubp.SGD(replay, lr=0.5).step(grads)
     np.testing.assert_array_equal(replay.params, net.params)
     first, second, _ = history.layers[0]
+    assert len(speeds) == -(-13 // every)  # steps 0, every, 2·every, ... of the 13: the speeds average over them
+    for l, layer in enumerate(history.layers[0]):
+        assert layer["speed"] == pytest.approx(np.mean([s[l] for s in speeds]), rel=1e-12)
     if activation in SLOPES:
         expected = saturated / (rows * np.array([7, 6]))
         assert 0 < expected[0] < 1 and [first["saturated"], second["saturated"]] == list(expected)

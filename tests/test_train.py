@@ -125,6 +125,14 @@ def test_progress_lines_and_bar(capsys):
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.parametrize("rows, batch_size, steps", [(48, 16, 3), (50, 16, 4), (15, 16, 1)])
+def test_the_progress_bar_counts_every_step_of_an_epoch(capsys, rows, batch_size, steps):
+    X, y = spiral_data()
+    net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
+    gpubp.fit(net, X[:rows], y[:rows], epochs=1, batch_size=batch_size, progress="bar")
+    assert f"| 0/{steps} [" in capsys.readouterr().err  # tqdm's first line: no step done of the epoch's all
+
+
 def test_step_and_cosine_schedules():
     X, y = spiral_data()
     net = gpubp.MLP([2, 4, 3], loss="cross_entropy", device="cpu")
@@ -159,6 +167,24 @@ def test_early_stopping_stops_and_restores_the_best_weights():
     assert len(history) < 100
     assert len(history) == stopper.best_epoch + 2
     assert gpubp.evaluate(net, X_val, y_val)["loss"] == pytest.approx(min(history.val_loss), rel=1e-5)
+
+
+def test_early_stopping_that_never_stops_leaves_the_last_weights():
+    # Validation labels that cannot be learned: the best epoch comes early, but patience outlasts the run.
+    X, y = spiral_data()
+    X_val, y_val = X[:40], np.random.default_rng(0).integers(0, 3, 40)
+
+    def run(callbacks):
+        net = gpubp.MLP([2, 16, 3], loss="cross_entropy", device="cpu", seed=0)
+        history = gpubp.fit(net, X, y, epochs=12, validation_data=(X_val, y_val), callbacks=callbacks,
+                            optimizer=gpubp.SGD(net, lr=0.5, momentum=0.9), progress=False)  # fmt: skip
+        return net, history
+
+    stopper = gpubp.EarlyStopping(patience=100)
+    net, history = run([stopper])
+    plain, _ = run([])
+    assert len(history) == 12 and stopper.best_epoch < 12  # a better epoch came before the last
+    np.testing.assert_array_equal(net.params, plain.params)
 
 
 def test_early_stopping_counts_only_improvements_of_min_delta():
