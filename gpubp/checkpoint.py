@@ -7,6 +7,9 @@ state arrays ("optimizer.velocity" for SGD with momentum, "optimizer.m" and
 version, the gpubp version, the network's configuration, the optimizer's
 hyperparameters and step count, the caller's own fields (epoch, history, RNG
 seed, ...) and a SHA-256 checksum over all of it. Writes are atomic; loading never unpickles.
+
+dumps and loads make and read the same bytes in memory (for a pickle, or a broadcast
+between ranks); save and load_checkpoint are them, written to and read from a file.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ._version import __version__
 from .backend import to_numpy
 from .errors import ArgumentTypeError, CheckpointError, DeviceError, GpubpError
 from .network import MLP
-from .optim import Optimizer, from_hyperparameters
+from .optim import Optimizer
 
 FORMAT = "gpubp-mlp"
 FORMAT_VERSION = 1
@@ -71,8 +74,8 @@ def _config(net: MLP) -> dict:
     }
 
 
-def save(net: MLP, path, optimizer: Optimizer | None = None, **meta) -> Path:
-    """Write `net` (and `optimizer`'s state, and any JSON-serialisable `meta`) to `path`, atomically."""
+def dumps(net: MLP, optimizer: Optimizer | None = None, **meta) -> bytes:
+    """`net` (and `optimizer`'s state, and any JSON-serialisable `meta`) as the bytes of a checkpoint file."""
     import safetensors.numpy
 
     if not isinstance(net, MLP):
@@ -99,31 +102,33 @@ def save(net: MLP, path, optimizer: Optimizer | None = None, **meta) -> Path:
         "meta": user,
     }
     metadata["checksum"] = _checksum(tensors, metadata)
-    return atomic.write_bytes(path, safetensors.numpy.save(tensors, metadata=metadata))
+    return safetensors.numpy.save(tensors, metadata=metadata)
 
 
-def _read(path: Path) -> tuple[dict, dict]:
-    """The tensors and metadata of a safetensors file, with every way it can be broken named."""
-    from safetensors import safe_open
+def save(net: MLP, path, optimizer: Optimizer | None = None, **meta) -> Path:
+    """Write `net` (and `optimizer`'s state, and any JSON-serialisable `meta`) to `path`, atomically."""
+    return atomic.write_bytes(path, dumps(net, optimizer, **meta))
 
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if len(head) < 8:
-        raise CheckpointError(f"{path} is truncated: {size} bytes is too short for a safetensors file")
-    (header_bytes,) = struct.unpack("<Q", head)
+
+def _read(data: bytes, source: str) -> tuple[dict, dict]:
+    """The tensors and metadata of a safetensors file's bytes, with every way they can be broken named."""
+    import safetensors.numpy
+
+    size = len(data)
+    if size < 8:
+        raise CheckpointError(f"{source} is truncated: {size} bytes is too short for a safetensors file")
+    (header_bytes,) = struct.unpack("<Q", data[:8])
     if header_bytes > MAX_HEADER_BYTES:
-        raise CheckpointError(f"{path} declares a {header_bytes}-byte header, over the {MAX_HEADER_BYTES} allowed")
+        raise CheckpointError(f"{source} declares a {header_bytes}-byte header, over the {MAX_HEADER_BYTES} allowed")
     if 8 + header_bytes > size:
-        raise CheckpointError(f"{path} is truncated: its header needs {8 + header_bytes} bytes, the file has {size}")
-    try:
-        with safe_open(str(path), framework="numpy") as f:
-            metadata = f.metadata() or {}
-            tensors = {name: f.get_tensor(name) for name in f.keys()}
+        raise CheckpointError(f"{source} is truncated: its header needs {8 + header_bytes} bytes, it has {size}")
+    try:  # safetensors checks the header and every tensor's extent; the metadata is the header's own field
+        tensors = safetensors.numpy.load(data)
+        metadata = json.loads(data[8 : 8 + header_bytes]).get("__metadata__") or {}
     except Exception as e:  # safetensors raises its own error types for damaged files
-        raise CheckpointError(f"{path} is not a valid safetensors file ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{source} is not a valid safetensors file ({type(e).__name__}: {e})") from None
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{source} is not a valid safetensors file (its metadata must map names to strings)")
     return tensors, metadata
 
 
@@ -132,37 +137,47 @@ def load_checkpoint(path, device="auto") -> Checkpoint:
     if not isinstance(path, (str, os.PathLike)):
         raise ArgumentTypeError(f"path must be a file path; got {path!r}")
     path = Path(path)
-    tensors, metadata = _read(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    return loads(path.read_bytes(), device, source=str(path))
+
+
+def loads(data: bytes, device="auto", source: str = "the checkpoint") -> Checkpoint:
+    """The checkpoint in `data` (what dumps or save wrote) onto `device`, checked as load_checkpoint checks
+    a file; `source` names it in the errors."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise ArgumentTypeError(f"data must be the bytes of a checkpoint; got {type(data).__name__}")
+    tensors, metadata = _read(bytes(data), source)
     if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is a safetensors file but not a gpubp checkpoint (no format={FORMAT!r})")
+        raise CheckpointError(f"{source} is a safetensors file but not a gpubp checkpoint (no format={FORMAT!r})")
     try:
         version = int(metadata.get("format_version", ""))
     except ValueError:
-        raise CheckpointError(f"{path} has an unreadable format_version {metadata.get('format_version')!r}") from None
+        raise CheckpointError(f"{source} has an unreadable format_version {metadata.get('format_version')!r}") from None
     if version > FORMAT_VERSION:
         raise CheckpointError(
-            f"{path} uses checkpoint format {version}, newer than this gpubp {__version__} reads "
+            f"{source} uses checkpoint format {version}, newer than this gpubp {__version__} reads "
             f"(up to {FORMAT_VERSION}); upgrade gpubp"
         )
     if version < 1:
-        raise CheckpointError(f"{path} has an invalid format_version {version}")
+        raise CheckpointError(f"{source} has an invalid format_version {version}")
     if metadata.get("checksum") != _checksum(tensors, metadata):
-        raise CheckpointError(f"{path} failed its checksum: the file was changed or damaged after it was written")
+        raise CheckpointError(f"{source} failed its checksum: it was changed or damaged after it was written")
     try:
         config = json.loads(metadata["config"])
         hyper = json.loads(metadata["optimizer"])
         meta = json.loads(metadata["meta"])
     except (KeyError, ValueError) as e:
-        raise CheckpointError(f"{path} has damaged metadata ({e})") from None
+        raise CheckpointError(f"{source} has damaged metadata ({e})") from None
     if not isinstance(config, dict) or not isinstance(meta, dict) or not isinstance(hyper, (dict, type(None))):
-        raise CheckpointError(f"{path} has damaged metadata: config, optimizer and meta must be JSON objects")
+        raise CheckpointError(f"{source} has damaged metadata: config, optimizer and meta must be JSON objects")
     try:
         return _rebuild(tensors, config, hyper, meta, device)
     except (CheckpointError, DeviceError):
         raise
     except (GpubpError, KeyError, TypeError, ValueError) as e:
         # The checksum guards against damage, not against a file made to look valid: check what it describes.
-        raise CheckpointError(f"{path} describes no network gpubp can build ({type(e).__name__}: {e})") from None
+        raise CheckpointError(f"{source} describes no network gpubp can build ({type(e).__name__}: {e})") from None
 
 
 def _rebuild(tensors: dict, config: dict, hyper: dict | None, meta: dict, device) -> Checkpoint:
@@ -177,7 +192,7 @@ def _rebuild(tensors: dict, config: dict, hyper: dict | None, meta: dict, device
                 _put(target, tensors.get(name), name, net)
         optimizer = None
         if hyper is not None:
-            optimizer = from_hyperparameters(net, hyper)  # with the lr a schedule had reached, and the step count
+            optimizer = Optimizer.from_hyperparameters(net, hyper)  # the lr a schedule reached, the step count
             for name, array in optimizer.state.items():
                 _put(array, tensors.get(f"optimizer.{name}"), f"optimizer.{name}", net)
     return Checkpoint(net=net, optimizer=optimizer, meta=meta)

@@ -17,7 +17,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -163,13 +162,7 @@ def _resume(path, device, comm):
     data = comm.broadcast_bytes(data)
     if not data:
         raise UsageError(f"checkpoint {str(path)!r} does not exist on rank 0")
-    local = Path(tempfile.mkdtemp(prefix="gpubp-resume-")) / Path(path).name
-    local.write_bytes(data)
-    try:
-        return checkpoint.load_checkpoint(local, device)
-    finally:
-        local.unlink()
-        local.parent.rmdir()
+    return checkpoint.loads(data, device, source=f"{path} (rank 0's)")
 
 
 def cmd_train(args) -> int:

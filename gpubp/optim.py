@@ -32,8 +32,40 @@ class Optimizer:
         """Everything but the state arrays, as plain numbers (for checkpoints and logs)."""
         return {"name": self.name, "lr": self.lr, "initial_lr": self.initial_lr, "steps": self.steps}
 
+    @classmethod
+    def from_hyperparameters(cls, net, hyper: dict) -> Optimizer:
+        """The optimizer that `hyperparameters()` described, for `net`: fresh state, the lr a schedule had
+        reached and the step count. Called on Optimizer itself, it builds the kind that `hyper` names."""
+        name = hyper.get("name", "SGD")
+        if cls is Optimizer:
+            kinds = {kind.name: kind for kind in _kinds(Optimizer)}
+            if name not in kinds:
+                raise ArgumentError(f"optimizer must be one of {', '.join(kinds)}; got {name!r}")
+            return kinds[name].from_hyperparameters(net, hyper)
+        if name != cls.name:
+            raise ArgumentError(f"these hyperparameters describe a {name} optimizer, not a {cls.name}")
+        optimizer = cls._built(net, hyper)
+        optimizer.lr = check_number("lr", hyper["lr"], 0.0, low_ok=False)  # where a schedule had taken it
+        steps = hyper.get("steps", 0)
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise ArgumentError(f"steps must be a whole number ≥ 0; got {steps!r}")
+        optimizer.steps = steps
+        return optimizer
+
+    @classmethod
+    def _built(cls, net, hyper: dict) -> Optimizer:
+        """A new optimizer of this kind, made with the settings in `hyper` (its own constructor's)."""
+        raise NotImplementedError
+
     def step(self, grads) -> None:
         raise NotImplementedError
+
+
+def _kinds(base):
+    """Every subclass of `base`, however deep."""
+    for kind in base.__subclasses__():
+        yield kind
+        yield from _kinds(kind)
 
 
 class SGD(Optimizer):
@@ -67,6 +99,10 @@ class SGD(Optimizer):
             "nesterov": self.nesterov,
             "weight_decay": self.weight_decay,
         }
+
+    @classmethod
+    def _built(cls, net, hyper):
+        return cls(net, hyper["initial_lr"], hyper["momentum"], hyper["nesterov"], hyper["weight_decay"])
 
     def step(self, grads) -> None:
         """Move every weight and bias a small step against its gradient: W −= lr · g."""
@@ -129,6 +165,10 @@ class Adam(Optimizer):
             "weight_decay": self.weight_decay,
         }
 
+    @classmethod
+    def _built(cls, net, hyper):
+        return cls(net, hyper["initial_lr"], tuple(hyper["betas"]), hyper["eps"], hyper["weight_decay"])
+
     def step(self, grads) -> None:
         """One Adam update of every weight and bias."""
         xp, params, work, work2 = self.net.xp, self.net.params, self._work, self._work2
@@ -180,35 +220,3 @@ class AdamW(Adam):
 
     def __init__(self, net, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=1e-2):
         super().__init__(net, lr, betas, eps, weight_decay)
-
-
-OPTIMIZERS = {cls.name: cls for cls in (SGD, Adam, AdamW)}
-
-
-def from_hyperparameters(net, hyper: dict) -> Optimizer:
-    """The optimizer that `hyperparameters()` described, for `net`, with fresh state and the saved step count."""
-    kind = OPTIMIZERS.get(hyper.get("name", "SGD"))
-    if kind is None:
-        raise ArgumentError(f"optimizer must be one of {', '.join(OPTIMIZERS)}; got {hyper.get('name')!r}")
-    if kind is SGD:
-        optimizer = SGD(
-            net,
-            lr=hyper["initial_lr"],
-            momentum=hyper["momentum"],
-            nesterov=hyper["nesterov"],
-            weight_decay=hyper["weight_decay"],
-        )
-    else:
-        optimizer = kind(
-            net,
-            lr=hyper["initial_lr"],
-            betas=tuple(hyper["betas"]),
-            eps=hyper["eps"],
-            weight_decay=hyper["weight_decay"],
-        )
-    optimizer.lr = check_number("lr", hyper["lr"], 0.0, low_ok=False)  # where a schedule had taken it
-    steps = hyper.get("steps", 0)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ArgumentError(f"steps must be a whole number ≥ 0; got {steps!r}")
-    optimizer.steps = steps
-    return optimizer

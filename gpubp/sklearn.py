@@ -44,6 +44,7 @@ try:
 except ImportError as e:  # pragma: no cover - the message is the point
     raise MissingDependency(f"gpubp.sklearn needs scikit-learn and scipy: pip install 'gpubp[sklearn]' ({e})") from e
 
+from . import checkpoint
 from .backend import gpu_available, to_numpy
 from .network import MLP
 from .optim import SGD, Adam
@@ -58,9 +59,18 @@ SCHEDULES = ("constant", "invscaling", "adaptive")
 class _SklearnAdam(Adam):
     """scikit-learn's Adam: lr·√(1 − β₂ᵗ)/(1 − β₁ᵗ) · m / (√v + ε), which is PyTorch's with ε / √(1 − β₂ᵗ) for ε."""
 
+    name = "scikit-learn Adam"
+
     def __init__(self, net, lr, betas, epsilon):
         super().__init__(net, lr=lr, betas=betas, eps=epsilon)
         self.epsilon = epsilon
+
+    def hyperparameters(self) -> dict:
+        return super().hyperparameters() | {"epsilon": self.epsilon}
+
+    @classmethod
+    def _built(cls, net, hyper):
+        return cls(net, hyper["initial_lr"], tuple(hyper["betas"]), hyper["epsilon"])
 
     def step(self, grads) -> None:
         self.eps = self.epsilon / (1 - self.betas[1] ** (self.steps + 1)) ** 0.5
@@ -79,10 +89,26 @@ class _SklearnSGD(SGD):
     Its velocity holds −lr·v, so when lr changes, v is rescaled to keep that product.
     """
 
+    name = "scikit-learn SGD"
+
     def __init__(self, net, lr, momentum, nesterov, schedule, power_t):
         super().__init__(net, lr=lr, momentum=min(momentum, 0.5), nesterov=nesterov and momentum > 0)
         self.momentum = momentum  # scikit-learn allows momentum = 1, which gpubp.SGD's check does not
         self.schedule, self.power_t, self._velocity_lr = schedule, power_t, lr
+
+    def hyperparameters(self) -> dict:
+        return super().hyperparameters() | {
+            "schedule": self.schedule,
+            "power_t": self.power_t,
+            "velocity_lr": self._velocity_lr,
+        }
+
+    @classmethod
+    def _built(cls, net, hyper):
+        optimizer = cls(net, hyper["initial_lr"], hyper["momentum"], hyper["nesterov"], hyper["schedule"],
+                        hyper["power_t"])  # fmt: skip
+        optimizer._velocity_lr = hyper["velocity_lr"]
+        return optimizer
 
     def step(self, grads) -> None:
         if self.velocity is not None and self.lr != self._velocity_lr:
@@ -499,7 +525,7 @@ class _BaseMLP(BaseEstimator):
             return numpy.nan
         return self._score_function(y, y_pred, sample_weight=sample_weight)
 
-    # --- pickling: the network goes as NumPy arrays, and comes back on a device that is there ----
+    # --- pickling: the network and its optimizer go as a checkpoint's bytes, and come back on a device that is there
 
     def __getstate__(self):
         state = dict(super().__getstate__())  # a copy: it may be the live __dict__ itself
@@ -507,30 +533,14 @@ class _BaseMLP(BaseEstimator):
         optimizer = state.pop("_optimizer", None)
         if net is not None:
             state["_net_state"] = {
-                "sizes": list(net.sizes),
-                "activation": net.activation.name,
-                "output_activation": net.output_activation.name,
-                "loss": net.loss_fn.name,
-                "dtype": net.dtype.name,
+                "checkpoint": checkpoint.dumps(net, optimizer),
                 "device": str(net.device),
-                "params": to_numpy(net.params).copy(),
                 "best": to_numpy(state.pop("_best_params")).copy(),
             }
-            if optimizer is not None:
-                extra = {k: getattr(optimizer, k) for k in ("schedule", "power_t", "_velocity_lr", "initial_lr")
-                         if hasattr(optimizer, k)}  # fmt: skip
-                state["_optimizer_state"] = (
-                    type(optimizer).__name__,
-                    optimizer.lr,
-                    optimizer.steps,
-                    {k: to_numpy(v).copy() for k, v in optimizer.state.items()},
-                    extra,
-                )
         return state
 
     def __setstate__(self, state):
         saved = state.pop("_net_state", None)
-        optimizer = state.pop("_optimizer_state", None)
         super().__setstate__(state)
         if saved is None:
             return
@@ -542,23 +552,12 @@ class _BaseMLP(BaseEstimator):
                 stacklevel=2,
             )
             where = "cpu"
-        net = MLP(saved["sizes"], saved["activation"], saved["output_activation"], saved["loss"], saved["dtype"], where)
-        with net.device.activate():
-            net.params[...] = net.device.asarray(saved["params"])
-            self._best_params = net.device.asarray(saved["best"])
-        self.net_ = net
-        if optimizer is not None:
-            kind, lr, steps, arrays, extra = optimizer
-            if kind == "_SklearnSGD":
-                self._optimizer = _SklearnSGD(net, extra["initial_lr"], self.momentum, self.nesterovs_momentum,
-                                              extra["schedule"], extra["power_t"])  # fmt: skip
-            else:
-                self._optimizer = _SklearnAdam(net, extra["initial_lr"], (self.beta_1, self.beta_2), self.epsilon)
-            for name, value in extra.items():
-                setattr(self._optimizer, name, value)
-            self._optimizer.lr, self._optimizer.steps = lr, steps
-            for name, array in arrays.items():
-                self._optimizer.state[name][...] = net.device.asarray(array)
+        opened = checkpoint.loads(saved["checkpoint"], where, source=f"this pickled {type(self).__name__}'s network")
+        self.net_ = opened.net
+        with self.net_.device.activate():
+            self._best_params = self.net_.device.asarray(saved["best"])
+        if opened.optimizer is not None:
+            self._optimizer = opened.optimizer
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -38,6 +38,60 @@ def test_round_trip_keeps_weights_config_optimizer_and_meta(tmp_path):
     assert isinstance(gpubp.load(path, device="cpu"), gpubp.MLP)
 
 
+@pytest.mark.parametrize("kind", ["SGD", "Adam", "AdamW", None])
+def test_dumps_makes_what_save_writes_and_loads_reads_either_back(tmp_path, kind):
+    net, _, history, X, y = trained_net()
+    opt = {"SGD": gpubp.SGD(net, lr=0.1, momentum=0.9, nesterov=True), "Adam": gpubp.Adam(net, betas=(0.8, 0.99)),
+           "AdamW": gpubp.AdamW(net, lr=3e-3, eps=1e-6), None: None}[kind]  # fmt: skip
+    if opt is not None:
+        gpubp.fit(net, X, y, epochs=1, optimizer=opt, progress=False)  # state that is not zero, steps > 0
+        opt.lr /= 3  # as a schedule leaves it
+    data = checkpoint.dumps(net, opt, epoch=3, history=history.to_dict())
+    assert isinstance(data, bytes)
+    written = checkpoint.save(net, tmp_path / "m.safetensors", opt, epoch=3, history=history.to_dict())
+    for opened in (checkpoint.loads(data, device="cpu"), checkpoint.loads(written.read_bytes(), device="cpu")):
+        check_opened(opened, net, opt, history)
+
+
+def check_opened(opened, net, opt, history):
+    np.testing.assert_array_equal(opened.net.params, net.params)
+    assert repr(opened.net) == repr(net) and opened.epoch == 3 and opened.meta["history"] == history.to_dict()
+    if opt is None:
+        assert opened.optimizer is None
+        return
+    assert type(opened.optimizer) is type(opt) and opened.optimizer.net is opened.net
+    assert opened.optimizer.hyperparameters() == opt.hyperparameters()  # lr, initial lr, steps, the settings
+    for name, array in opt.state.items():
+        np.testing.assert_array_equal(opened.optimizer.state[name], array)
+
+
+def test_loads_refuses_what_is_not_a_whole_checkpoint():
+    net, opt, *_ = trained_net()
+    data = checkpoint.dumps(net, opt)
+    with pytest.raises(gpubp.ArgumentTypeError, match="data must be the bytes of a checkpoint; got str"):
+        checkpoint.loads("m.safetensors")
+    with pytest.raises(gpubp.CheckpointError, match=r"^rank 0's copy is truncated: its header needs"):
+        checkpoint.loads(data[:100], source="rank 0's copy")
+    flipped = bytearray(data)
+    flipped[-3] ^= 0x10
+    with pytest.raises(gpubp.CheckpointError, match="^the checkpoint failed its checksum"):
+        checkpoint.loads(bytes(flipped))
+
+
+def test_each_optimizer_rebuilds_itself_from_its_hyperparameters():
+    net, *_ = trained_net()
+    for made in (gpubp.SGD(net, lr=0.2, momentum=0.5, weight_decay=1e-3), gpubp.Adam(net, eps=1e-7),
+                 gpubp.AdamW(net, weight_decay=0.3)):  # fmt: skip
+        made.lr, made.steps = made.lr / 2, 17
+        hyper = made.hyperparameters()
+        for rebuilt in (gpubp.Optimizer.from_hyperparameters(net, hyper), type(made).from_hyperparameters(net, hyper)):
+            assert type(rebuilt) is type(made) and rebuilt.hyperparameters() == hyper
+    with pytest.raises(gpubp.ArgumentError, match="describe a SGD optimizer, not a Adam"):
+        gpubp.Adam.from_hyperparameters(net, gpubp.SGD(net, lr=0.1).hyperparameters())
+    with pytest.raises(gpubp.ArgumentError, match=r"optimizer must be one of SGD, Adam, AdamW.*got 'Lion'"):
+        gpubp.Optimizer.from_hyperparameters(net, {"name": "Lion", "lr": 0.1})
+
+
 def test_other_safetensors_readers_see_plain_layer_tensors(tmp_path):
     from safetensors import safe_open
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import activations, kernels, losses, optim
+from gpubp import activations, kernels, losses
 
 from .conftest import require_gpu, require_tool
 
@@ -330,7 +330,7 @@ def test_kernel_functions_are_built_once_and_then_looked_up(tmp_path):
 )  # fmt: skip
 def test_adam_kernel_matches_the_unfused_optimizer(host, kind, options):
     net = gpubp.MLP([20, 13, 3], dtype=host.dtype.name, device="cpu", seed=2)
-    opt = optim.OPTIMIZERS[kind](net, lr=0.01, **options)
+    opt = getattr(gpubp, kind)(net, lr=0.01, **options)
     grads = net.new_grads()
     params, m, v = net.params.copy(), opt.m.copy(), opt.v.copy()
     (beta1, beta2), wd = opt.betas, opt.weight_decay

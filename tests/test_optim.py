@@ -1,10 +1,9 @@
-"""Adam and AdamW: PyTorch's update rules exactly, over the flat buffer, resumable, and fused on the GPU."""
+"""SGD, Adam and AdamW: PyTorch's update rules exactly, over the flat buffer, resumable, and fused on the GPU."""
 
 import numpy as np
 import pytest
 
 import gpubp
-from gpubp import optim
 
 from .conftest import require_module
 from .goldens import relative_error
@@ -83,7 +82,7 @@ def test_resume_with_every_optimizer_is_bit_identical(tmp_path, kind):
     def start():
         net = gpubp.MLP([2, 16, 3], activation="relu", loss="cross_entropy", device="cpu", seed=9)
         options = {"lr": 0.05, "momentum": 0.9} if kind == "SGD" else {"lr": 0.01, "weight_decay": 1e-3}
-        return net, optim.OPTIMIZERS[kind](net, **options)
+        return net, getattr(gpubp, kind)(net, **options)
 
     def train(net, opt, epochs, **kwargs):
         return gpubp.fit(net, X, y, epochs=epochs, batch_size=16, optimizer=opt, seed=1, progress=False, **kwargs)
@@ -122,3 +121,142 @@ def test_divergence_restores_adams_moments_and_step_count():
     assert opt.steps == 0
     for name, array in opt.state.items():
         np.testing.assert_array_equal(array, before[name])
+
+
+# --- SGD -------------------------------------------------------------------------------------------------------------
+
+
+def _two_weights_and_a_bias(start=(1.0, -2.0, 0.5)):
+    """A net whose flat buffer is [w0, w1, b], and a Grads to fill in by hand."""
+    net = gpubp.MLP([2, 1], dtype="float64", device="cpu")
+    net.params[...] = start
+    return net, net.new_grads()
+
+
+def test_sgd_with_momentum_and_weight_decay_by_hand():
+    # lr = 0.1, μ = 0.5, λ = 0.1, from W = [1, −2, 0.5] and v = 0 (weight decay covers the bias too):
+    #   d = g + λW,  v = μv + d,  W −= lr·v
+    # step 1, g = [0.4, 0.2, −1]:  d = [0.4 + 0.1, 0.2 − 0.2, −1 + 0.05] = [0.5, 0, −0.95]
+    #                              v = [0.5, 0, −0.95];  W = [1 − 0.05, −2 − 0, 0.5 + 0.095] = [0.95, −2, 0.595]
+    # step 2, g = [0, 1, 0.5]:     d = [0 + 0.095, 1 − 0.2, 0.5 + 0.0595] = [0.095, 0.8, 0.5595]
+    #                              v = [0.25 + 0.095, 0 + 0.8, −0.475 + 0.5595] = [0.345, 0.8, 0.0845]
+    #                              W = [0.95 − 0.0345, −2 − 0.08, 0.595 − 0.00845] = [0.9155, −2.08, 0.58655]
+    # step 3, g = [0.2, −0.4, 0]:  d = [0.2 + 0.09155, −0.4 − 0.208, 0 + 0.058655] = [0.29155, −0.608, 0.058655]
+    #                              v = [0.1725 + 0.29155, 0.4 − 0.608, 0.04225 + 0.058655] = [0.46405, −0.208, 0.100905]
+    #                              W = [0.9155 − 0.046405, −2.08 + 0.0208, 0.58655 − 0.0100905]
+    #                                = [0.869095, −2.0592, 0.5764595]
+    net, grads = _two_weights_and_a_bias()
+    opt = gpubp.SGD(net, lr=0.1, momentum=0.5, weight_decay=0.1)
+    worked = [
+        ([0.4, 0.2, -1.0], [0.5, 0.0, -0.95], [0.95, -2.0, 0.595]),
+        ([0.0, 1.0, 0.5], [0.345, 0.8, 0.0845], [0.9155, -2.08, 0.58655]),
+        ([0.2, -0.4, 0.0], [0.46405, -0.208, 0.100905], [0.869095, -2.0592, 0.5764595]),
+    ]
+    for step, (g, v, W) in enumerate(worked, start=1):
+        grads.flat[...] = g
+        opt.step(grads)
+        np.testing.assert_allclose(opt.velocity, v, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(net.params, W, rtol=1e-13)
+        assert opt.steps == step
+
+
+def test_sgd_without_momentum_steps_along_the_decayed_gradient():
+    # lr = 0.1, λ = 0.1, no velocity: W −= lr·(g + λW).  g = [0.4, 0.2, −1] from W = [1, −2, 0.5]:
+    #   W = [1 − 0.1·0.5, −2 − 0.1·0, 0.5 − 0.1·(−0.95)] = [0.95, −2, 0.595]
+    net, grads = _two_weights_and_a_bias()
+    opt = gpubp.SGD(net, lr=0.1, weight_decay=0.1)
+    grads.flat[...] = [0.4, 0.2, -1.0]
+    opt.step(grads)
+    assert opt.velocity is None and opt.state == {} and opt.steps == 1
+    np.testing.assert_allclose(net.params, [0.95, -2.0, 0.595], rtol=1e-13)
+
+
+def test_nesterov_looks_ahead_by_the_momentum():
+    # Nesterov: v = μv + d, then W −= lr·(d + μv): the step adds μ times the new velocity, not the velocity.
+    # lr = 0.1, μ = 0.5, λ = 0, from W = [1, −2, 0.5]:
+    # step 1, g = [0.4, 0.2, −1]:  v = g;  d + μv = 1.5 g = [0.6, 0.3, −1.5];  W = [0.94, −2.03, 0.65]
+    #                              (without μ the step would be 2g, W = [0.92, −2.04, 0.7])
+    # step 2, g = [0, 1, 0.5]:     v = [0.2, 0.1, −0.5] + g = [0.2, 1.1, 0];  d + μv = [0.1, 1.55, 0.5]
+    #                              W = [0.94 − 0.01, −2.03 − 0.155, 0.65 − 0.05] = [0.93, −2.185, 0.6]
+    net, grads = _two_weights_and_a_bias()
+    opt = gpubp.SGD(net, lr=0.1, momentum=0.5, nesterov=True)
+    for g, v, W in [
+        ([0.4, 0.2, -1.0], [0.4, 0.2, -1.0], [0.94, -2.03, 0.65]),
+        ([0.0, 1.0, 0.5], [0.2, 1.1, 0.0], [0.93, -2.185, 0.6]),
+    ]:
+        grads.flat[...] = g
+        opt.step(grads)
+        np.testing.assert_allclose(opt.velocity, v, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(net.params, W, rtol=1e-13)
+
+
+def test_nesterov_with_weight_decay_follows_its_formula_over_many_steps():
+    rng = np.random.default_rng(4)
+    net = gpubp.MLP([3, 4, 2], dtype="float64", device="cpu", seed=1)
+    lr, mu, decay = 0.05, 0.8, 0.03
+    opt = gpubp.SGD(net, lr=lr, momentum=mu, nesterov=True, weight_decay=decay)
+    W, v = net.params.copy(), np.zeros_like(net.params)
+    grads = net.new_grads()
+    for _ in range(12):
+        g = rng.normal(size=W.shape)
+        grads.flat[...] = g
+        opt.step(grads)
+        d = g + decay * W
+        v = mu * v + d
+        W = W - lr * (d + mu * v)
+    np.testing.assert_allclose(net.params, W, rtol=1e-12)
+    np.testing.assert_allclose(opt.velocity, v, rtol=1e-12)
+    assert opt.steps == 12
+
+
+SGD_CASES = {
+    "plain": {"lr": 0.1},
+    "momentum": {"lr": 0.05, "momentum": 0.9},
+    "decay": {"lr": 0.1, "momentum": 0.8, "weight_decay": 0.01},
+    "nesterov": {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+    "nesterov-decay": {"lr": 0.02, "momentum": 0.6, "nesterov": True, "weight_decay": 0.05},
+}
+
+
+@pytest.mark.parametrize("case", list(SGD_CASES))
+def test_sgd_matches_torch_optim_over_25_steps(case):
+    torch = require_module("torch", "PyTorch is not installed (pip install torch): the reference for SGD")
+    options = SGD_CASES[case]
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(32, 5)), rng.integers(0, 3, size=32)
+    net = gpubp.MLP([5, 7, 3], activation="tanh", loss="cross_entropy", dtype="float64", device="cpu", seed=2)
+    optimizer = gpubp.SGD(net, **options)
+    param = torch.tensor(net.params.copy(), requires_grad=True)
+    reference = torch.optim.SGD([param], **options)
+    for step in range(25):
+        rows = slice(8 * (step % 4), 8 * (step % 4) + 8)
+        grads = net.backward(net.forward(X[rows]), y[rows])  # the same gradient, given to both
+        optimizer.step(grads)
+        param.grad = torch.tensor(grads.flat.copy())
+        reference.step()
+    assert relative_error(net.params, param.detach().numpy()) <= 1e-12
+    if options.get("momentum"):
+        assert relative_error(optimizer.velocity, reference.state[param]["momentum_buffer"].numpy()) <= 1e-12
+    assert optimizer.steps == 25
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_sgd_counts_its_steps_and_a_checkpoint_keeps_the_count(tmp_path, momentum):
+    rng = np.random.default_rng(6)
+    X, y = rng.normal(size=(16, 3)), rng.integers(0, 2, size=16)
+    net = gpubp.MLP([3, 5, 2], activation="tanh", loss="cross_entropy", dtype="float64", device="cpu", seed=3)
+    opt = gpubp.SGD(net, lr=0.1, momentum=momentum, weight_decay=1e-3)
+    assert opt.steps == 0 and opt.hyperparameters()["steps"] == 0
+    for step in range(1, 6):
+        opt.step(net.backward(net.forward(X), y))
+        assert opt.steps == step and opt.hyperparameters()["steps"] == step  # one a step
+    path = tmp_path / "sgd.safetensors"
+    gpubp.save(net, path, opt)
+    loaded = gpubp.load_checkpoint(path, device="cpu")
+    again = loaded.optimizer
+    assert type(again) is gpubp.SGD and again.steps == 5
+    assert (again.momentum, again.weight_decay, again.nesterov) == (momentum, 1e-3, False)
+    for one in (opt, again):  # one more step each: the counts and the weights go on together
+        one.step(one.net.backward(one.net.forward(X), y))
+    assert again.steps == opt.steps == 6
+    np.testing.assert_array_equal(loaded.net.params, net.params)
