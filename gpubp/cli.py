@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy
 
-from . import atomic, backend, checkpoint, datasets, distributed, hostdata, plot, train
+from . import atomic, backend, checkpoint, datasets, distributed, plot, train
 from ._version import __version__
 from .activations import ACTIVATIONS, HIDDEN
 from .callbacks import Callback, CosineLR, EarlyStopping, History, ModelCheckpoint, StepLR
@@ -32,6 +32,7 @@ from .losses import LOSSES
 from .monitor import LayerMonitor
 from .network import DTYPES, MLP
 from .optim import SGD, Adam, AdamW, Optimizer
+from .rows import is_memory_map
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
@@ -88,7 +89,7 @@ def _scaler_for(split, settings) -> datasets.Standardizer | None:
 
 def _scale(X, scaler_dict):
     if scaler_dict is None:  # a memory map stays one: fit converts it a batch at a time
-        return X if hostdata.is_memory_map(X) else numpy.asarray(X, dtype=numpy.float32)
+        return X if is_memory_map(X) else numpy.asarray(X, dtype=numpy.float32)
     return datasets.Standardizer.from_dict(scaler_dict).transform(X)
 
 

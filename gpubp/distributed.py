@@ -90,6 +90,9 @@ class Single:
     def allreduce_sum(self, array):
         return array
 
+    def allreduce_mean(self, array, rows: int, total: int):
+        return array  # the mean over this process's rows is the mean over the batch
+
     def barrier(self) -> None:
         pass
 
@@ -145,6 +148,12 @@ class MPI:
         if staged:
             array.set(buffer)
         return array
+
+    def allreduce_mean(self, array, rows: int, total: int):
+        """Each rank's `array` is a mean over its `rows` of a batch of `total`: weighted by that share and
+        summed, they give the mean over the whole batch, even when the shares differ."""
+        array *= rows / total
+        return self.allreduce_sum(array)
 
     def broadcast(self, array, root: int = 0):
         buffer, staged = self._staged(array)

@@ -35,6 +35,11 @@ def check_number(name: str, value, low: float, high: float = math.inf, low_ok: b
     return value
 
 
+def not_finite(name: str, why: str = "") -> ArgumentError:
+    """The error for data `name` that holds NaN or ±inf (`why`: what else can make it so)."""
+    return ArgumentError(f"{name} holds NaN or infinite values{why}; remove or impute them first")
+
+
 def choice_error(argument: str, given: object, choices) -> ArgumentError:
     """The error for a name that is not one of `choices`."""
     listed = ", ".join(repr(c) for c in choices)

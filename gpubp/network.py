@@ -22,8 +22,8 @@ import numpy
 from . import activations, losses
 from .backend import Device, device_of, get_array_module
 from .backend import device as get_device
-from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error
-from .hostdata import is_memory_map
+from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error, not_finite
+from .rows import is_memory_map
 
 INITS = ("glorot", "he")
 DTYPES = ("float32", "float64")
@@ -255,7 +255,26 @@ class MLP:
 
     def _finite(self, x, name: str) -> None:
         if not bool(self.xp.isfinite(x).all()):  # one pass over x, and on a GPU one sync
-            raise ArgumentError(f"{name} holds NaN or infinite values; remove or impute them first")
+            raise not_finite(name)
+
+    def check_input_shape(self, shape) -> None:
+        """X's shape must be (N, n_inputs) with N ≥ 1: for arrays here, and for data read in pieces."""
+        if len(shape) != 2 or shape[1] != self.sizes[0]:
+            raise ShapeError(f"X must have shape (N, {self.sizes[0]}) for this net; got {tuple(shape)}")
+        if shape[0] == 0:
+            raise ShapeError(f"X must have at least one row; got shape {tuple(shape)}")
+
+    def check_labels(self, labels, n: int, bounds) -> None:
+        """Class labels must be n integers in [0, n_outputs); bounds() gives their (lowest, highest),
+        asked only once the shape and dtype are right (a memory map's are found chunk by chunk)."""
+        k = self.sizes[-1]
+        if labels.shape != (n,):
+            raise ShapeError(f"class labels Y must have shape ({n},) to match the rows of X; got {tuple(labels.shape)}")
+        if labels.dtype.kind not in "iu":
+            raise ArgumentTypeError(f"class labels Y must be integers in [0, {k}); got dtype {labels.dtype}")
+        low, high = bounds()
+        if low < 0 or high >= k:
+            raise ArgumentError(f"class labels Y must lie in [0, {k}) for {k} outputs; got values from {low} to {high}")
 
     def inputs(self, X):
         """X on this net's device and in its dtype, checked to be (N, n_inputs) and finite.
@@ -268,10 +287,7 @@ class MLP:
 
     def _inputs(self, X):
         X = self._numbers(X, "X")
-        if X.ndim != 2 or X.shape[1] != self.sizes[0]:
-            raise ShapeError(f"X must have shape (N, {self.sizes[0]}) for this net; got {tuple(X.shape)}")
-        if X.shape[0] == 0:
-            raise ShapeError(f"X must have at least one row; got shape {tuple(X.shape)}")
+        self.check_input_shape(X.shape)
         X = X.astype(self.dtype, copy=False)
         self._finite(X, "X")
         return X
@@ -304,13 +320,7 @@ class MLP:
         return Y
 
     def _one_hot(self, labels, n: int, k: int):
-        if labels.shape != (n,):
-            raise ShapeError(f"class labels Y must have shape ({n},) to match the rows of X; got {tuple(labels.shape)}")
-        if labels.dtype.kind not in "iu":
-            raise ArgumentTypeError(f"class labels Y must be integers in [0, {k}); got dtype {labels.dtype}")
-        low, high = int(labels.min()), int(labels.max())  # one host sync, at the edge
-        if low < 0 or high >= k:
-            raise ArgumentError(f"class labels Y must lie in [0, {k}) for {k} outputs; got values from {low} to {high}")
+        self.check_labels(labels, n, lambda: (int(labels.min()), int(labels.max())))  # one host sync, at the edge
         xp = self.xp
         return (labels[:, None] == xp.arange(k)[None, :]).astype(self.dtype)
 

@@ -46,9 +46,9 @@ except ImportError as e:  # pragma: no cover - the message is the point
 
 from . import checkpoint
 from .backend import gpu_available, to_numpy
+from .data import gather
 from .network import MLP
 from .optim import SGD, Adam
-from .train import _gather
 
 ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}  # sklearn: gpubp
 OUTPUTS = {"identity": ("identity", "mse"), "logistic": ("sigmoid", "bce"), "softmax": ("softmax", "cross_entropy")}
@@ -431,8 +431,8 @@ class _BaseMLP(BaseEstimator):
                 accumulated = 0.0
                 for batch in gen_batches(n, batch_size):
                     rows, m = sample_idx[batch], batch.stop - batch.start
-                    xb = _gather(xp, X_d, order[batch], X_batch[:m])
-                    yb = _gather(xp, Y_d, order[batch], Y_batch[:m])
+                    xb = gather(xp, X_d, order[batch], X_batch[:m])
+                    yb = gather(xp, Y_d, order[batch], Y_batch[:m])
                     weights = None if weight_train is None else weight_train[rows]
                     loss = self._loss_and_grads(xb, yb, weights, grads, decay, workspace)
                     accumulated = accumulated + loss * m  # stays on the device until the epoch ends

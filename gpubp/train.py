@@ -1,9 +1,10 @@
 """The training loop: shuffled minibatches, epochs, metrics, progress and callbacks.
 
-The data goes to the device once. Each epoch shuffles it with a host RNG seeded
-by (seed, epoch), so every device sees the same batches and a resumed run
-draws the same order as an unbroken one. The loss is summed on the device and
-read back once per epoch: no host sync inside an epoch.
+The data goes to the device once (or stays on the host and goes batch by batch:
+see data.py). Each epoch shuffles it with a host RNG seeded by (seed, epoch), so
+every device sees the same batches and a resumed run draws the same order as an
+unbroken one. The loss is summed on the device and read back once per epoch: no
+host sync inside an epoch.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from . import distributed as distributed_
 from . import kernels
 from .backend import all_finite, is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
+from .data import batches, contiguous_steps, copying, place
 from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
-from .hostdata import Batches, HostData, contiguous_steps, is_memory_map, nbytes_text
 from .optim import SGD, Optimizer
 
 
@@ -84,82 +85,15 @@ def evaluate(net, X, Y, batch_size: int = 4096, data_on_device: bool | None = No
     """
     batch_size = _check_positive_int("batch_size", batch_size)
     with net.device.activate():
-        data = _data(net, X, Y, data_on_device, "the data (X and Y)", "evaluating")
-        return _Evaluation(net, data, batch_size)()
-
-
-class DeviceData:
-    """X and Y copied to the device once, by net.inputs and net.targets: batches are gathered there."""
-
-    def __init__(self, net, X, Y):
-        self.net = net
-        self.X = net.inputs(X)
-        self.Y = net.targets(Y, len(self.X))
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    @property
-    def shape(self) -> tuple:
-        return self.X.shape
-
-
-class _DeviceBatches:
-    """DeviceData's batches: a slice is a view, index rows are gathered into buffers made once."""
-
-    def __init__(self, data: DeviceData, rows: int):
-        xp = data.net.xp
-        self.data = data
-        self.X_batch = xp.empty((rows, data.X.shape[1]), dtype=data.X.dtype)
-        self.Y_batch = xp.empty((rows, data.Y.shape[1]), dtype=data.Y.dtype)
-
-    def __call__(self, steps):
-        xp, X, Y = self.data.net.xp, self.data.X, self.data.Y
-        for done, rows in steps:
-            if isinstance(rows, slice):
-                yield done, X[rows], Y[rows]
-            elif len(rows):
-                m = len(rows)
-                yield done, _gather(xp, X, rows, self.X_batch[:m]), _gather(xp, Y, rows, self.Y_batch[:m])
-            else:
-                yield done, None, None
-
-
-def batches(data, rows: int):
-    """The batch maker for `data` (DeviceData or HostData), with buffers for up to `rows` rows."""
-    return Batches(data, rows) if isinstance(data, HostData) else _DeviceBatches(data, rows)
-
-
-def _data(net, X, Y, on_device: bool | None, what: str, doing: str, say=None):
-    """(X, Y) as DeviceData, copied once, or HostData, read batch by batch: the choice `on_device` asks for.
-
-    None chooses: a memory map stays on the host, as do data that the GPU has no room for.
-    say(text), when given, hears which it chose, when the data stays on the host.
-    """
-    if on_device not in (None, True, False):
-        raise ArgumentError(f"data_on_device must be True, False or None (choose); got {on_device!r}")
-    why = None
-    if on_device or (on_device is None and not is_memory_map(X)):
-        try:
-            with _copying(net, what, X, doing):
-                return DeviceData(net, X, Y)
-        except OutOfMemory:
-            if on_device or net.device.kind == "cpu":
-                raise
-            why = f"it does not fit in {net.device}'s memory"
-    data = HostData(net, X, Y)
-    if say is not None:
-        why = why or ("it is a memory map" if is_memory_map(X) else "data_on_device=False")
-        where = "copied to the device" if net.device.kind != "cpu" else "read from it"
-        say(f"{what} ({nbytes_text(data.nbytes)}) stays on the host, since {why}: each batch is {where} in turn")
-    return data
+        data = place(net, X, Y, data_on_device, "the data (X and Y)", "evaluating")
+        return _Evaluation(net, data, "the data (X and Y)", batch_size)()
 
 
 class _Evaluation:
     """evaluate() on DeviceData or HostData, with its buffers made once: fit's per-epoch validation."""
 
-    def __init__(self, net, data, batch_size: int = 4096):
-        self.net, self.data, self.batch_size = net, data, min(batch_size, len(data))
+    def __init__(self, net, data, what: str, batch_size: int = 4096):
+        self.net, self.data, self.what, self.batch_size = net, data, what, min(batch_size, len(data))
         with net.device.activate():
             self.workspace = net.workspace(self.batch_size, backward=False)
             self.batches = batches(data, self.batch_size)
@@ -167,40 +101,16 @@ class _Evaluation:
 
     def __call__(self) -> dict:
         net, ws = self.net, self.workspace
-        with net.device.activate():
+        with net.device.activate(), copying(net, self.what, self.data, "evaluating"):
             for done, xb, yb in self.batches(contiguous_steps(len(self.data), self.batch_size)):
                 output = net.forward(xb, ws, validate=False).output
                 measure(net, output, yb, ws, self.metrics[0, done], self.metrics[1, done])
             return _summary(net, self.metrics)
 
-
-class _Progress:
-    """Per-epoch progress: a tqdm bar on a terminal, else one plain line per epoch."""
-
-    def __init__(self, mode, epochs: int, batches: int, stream):
-        if mode is True:
-            mode = "bar" if getattr(stream, "isatty", lambda: False)() else "lines"
-        if mode not in (False, "bar", "lines"):
-            raise ArgumentError(f"progress must be True, False, 'bar' or 'lines'; got {mode!r}")
-        self.mode, self.epochs, self.batches, self.stream, self.bar = mode, epochs, batches, stream, None
-
-    def epoch_begin(self, epoch: int) -> None:
-        if self.mode == "bar":
-            from tqdm.auto import tqdm
-
-            width = len(str(self.epochs))
-            desc = f"epoch {epoch:>{width}}/{self.epochs}"
-            self.bar = tqdm(total=self.batches, desc=desc, unit="batch", leave=False, file=self.stream)
-
-    def batch_done(self) -> None:
-        if self.bar is not None:
-            self.bar.update()
-
-    def epoch_end(self, record: dict) -> None:
-        if self.bar is not None:
-            self.bar.close()
-        if self.mode:
-            print(format_record(record, self.epochs), file=self.stream, flush=True)
+    def record(self) -> dict:
+        """The validation columns of an epoch's record."""
+        metrics = self()
+        return {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
 
 
 def format_record(record: dict, epochs: int) -> str:
@@ -213,6 +123,58 @@ def format_record(record: dict, epochs: int) -> str:
     seconds = record["seconds"]
     parts.append(f"{seconds * 1000:.0f}ms" if seconds < 1 else f"{seconds:.2f}s")
     return "  ".join(parts)
+
+
+class _Lines(Callback):
+    """Progress as one plain line per epoch, on rank 0."""
+
+    def __init__(self, epochs: int, stream):
+        self.epochs, self.stream = epochs, stream
+
+    def on_epoch_end(self, state, record):
+        print(format_record(record, self.epochs), file=self.stream, flush=True)
+
+
+class _Bar(_Lines):
+    """Progress as a tqdm bar of the epoch's steps, then the epoch's line."""
+
+    def __init__(self, epochs: int, steps: int, stream):
+        super().__init__(epochs, stream)
+        self.steps, self.bar = steps, None
+
+    def on_epoch_begin(self, state):
+        from tqdm.auto import tqdm
+
+        desc = f"epoch {state.epoch:>{len(str(self.epochs))}}/{self.epochs}"
+        self.bar = tqdm(total=self.steps, desc=desc, unit="batch", leave=False, file=self.stream)
+
+    def on_step_end(self, state, trace, grads):
+        self.bar.update()
+
+    def on_epoch_end(self, state, record):
+        self.bar.close()
+        super().on_epoch_end(state, record)
+
+
+class _Log(Callback):
+    """One JSON object per epoch, appended to the file at `path`, on rank 0."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def on_epoch_end(self, state, record):
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def _reporters(progress, log, rank: int, epochs: int, steps: int) -> list[Callback]:
+    """The callbacks fit adds in front of the caller's: the log, then the progress. Rank 0's alone."""
+    if rank != 0:
+        return []
+    shown = {"lines": [_Lines(epochs, sys.stderr)], "bar": [_Bar(epochs, steps, sys.stderr)], False: []}
+    if progress is True:
+        progress = "bar" if getattr(sys.stderr, "isatty", lambda: False)() else "lines"
+    return ([_Log(log)] if log is not None else []) + shown[progress]
 
 
 def fit(
@@ -258,6 +220,47 @@ def fit(
     and so the weights, are the same either way. With progress on, fit says when the data
     stays on the host.
     """
+    epochs, batch_size, optimizer, callbacks, threads = _checked(
+        net, epochs, batch_size, optimizer, progress, callbacks, log, initial_epoch, threads, distributed
+    )
+    with net.device.activate(), _blas_threads(threads):
+        comm = _communicator(net, distributed, timeout)
+        say = _voice(progress and comm.rank == 0)
+        data = place(net, X, Y, data_on_device, "the training data (X and Y)", say=say)
+        validation = _validation(net, validation_data, data_on_device, say)
+        state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
+        state.rank, state.comm = comm.rank, comm
+        with _out_of_memory_names_the_batch_size(net, batch_size):
+            loop = _EpochLoop(net, optimizer, data, batch_size, shuffle, seed, comm)
+            _start_together(comm, net, optimizer, data)
+            state.workspace = loop.workspace
+            callbacks = [*_reporters(progress, log, comm.rank, epochs, loop.steps), *callbacks]
+            step_hook = _step_hook(callbacks, state)
+            for cb in callbacks:
+                cb.on_train_begin(state)
+            for epoch in range(initial_epoch + 1, epochs + 1):
+                state.epoch = epoch
+                for cb in callbacks:
+                    cb.on_epoch_begin(state)
+                started = time.perf_counter()
+                record = {"epoch": epoch, **loop.run(epoch, step_hook)}
+                if validation is not None:
+                    record |= validation.record()
+                record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
+                for cb in callbacks:
+                    cb.on_epoch_record(state, record)
+                state.history.append(record)
+                for cb in callbacks:
+                    cb.on_epoch_end(state, record)
+                if state.stop:
+                    break
+            for cb in callbacks:
+                cb.on_train_end(state)
+        return state.history
+
+
+def _checked(net, epochs, batch_size, optimizer, progress, callbacks, log, initial_epoch, threads, distributed):
+    """fit's arguments checked, before anything is made: (epochs, batch_size, optimizer, callbacks, threads)."""
     epochs = _check_positive_int("epochs", epochs)
     batch_size = _check_positive_int("batch_size", batch_size)
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
@@ -267,82 +270,46 @@ def fit(
         raise ArgumentTypeError(f"optimizer must be a gpubp.SGD, Adam or AdamW; got {optimizer!r}")
     if optimizer.net is not net:
         raise ArgumentError("optimizer was made for another network: pass SGD(net, ...) or Adam(net, ...) for this net")
+    if progress not in (True, False, "bar", "lines"):
+        raise ArgumentError(f"progress must be True, False, 'bar' or 'lines'; got {progress!r}")
+    callbacks = list(callbacks)
+    for cb in callbacks:
+        if not isinstance(cb, Callback):
+            raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
     if threads is not None:
         threads = _check_positive_int("threads", threads)
     elif distributed is not False and distributed_.launched_size() > 1 and net.device.kind == "cpu":
         threads = distributed_.cpu_threads_per_rank()
     if log is not None and not Path(log).resolve().parent.is_dir():
         raise ArgumentError(f"log: the folder for {str(log)!r} does not exist")
-    with net.device.activate(), _blas_threads(threads):
-        comm = _communicator(net, distributed, timeout)
-        loud = progress and comm.rank == 0  # one voice: rank 0's
-        say = (lambda text: print(f"gpubp: {text}", file=sys.stderr, flush=True)) if loud else None
-        data = _data(net, X, Y, data_on_device, "the training data (X and Y)", "copying", say)
-        val = None
-        if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
-            val_data = _data(net, *validation_data, data_on_device, "the validation data", "copying", say)
-            val = _Evaluation(net, val_data)
-        state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
-        callbacks = list(callbacks)
-        for cb in callbacks:
-            if not isinstance(cb, Callback):
-                raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
-        state.rank, state.comm = comm.rank, comm
-        if comm.rank != 0:
-            progress, log = False, None  # one voice: rank 0's
-        try:
-            loop = _EpochLoop(net, optimizer, data, batch_size, shuffle, seed, comm)
-        except Exception as e:
-            if not is_out_of_memory(e):
-                raise
-            raise _out_of_memory(net, batch_size) from e
-        _start_together(comm, net, optimizer, data)
-        state.workspace = loop.workspace
-        progress = _Progress(progress, epochs, loop.batches, sys.stderr)
-        watchers = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
-        step_hook = None
-        if watchers:
+    return epochs, batch_size, optimizer, callbacks, threads
 
-            def step_hook(trace, grads):
-                for cb in watchers:
-                    cb.on_step_end(state, trace, grads)
 
-        for cb in callbacks:
-            cb.on_train_begin(state)
-        for epoch in range(initial_epoch + 1, epochs + 1):
-            state.epoch = epoch
-            for cb in callbacks:
-                cb.on_epoch_begin(state)
-            progress.epoch_begin(epoch)
-            started = time.perf_counter()
-            try:
-                record = {"epoch": epoch, **loop.run(epoch, progress.batch_done, step_hook)}
-            except Exception as e:
-                if not is_out_of_memory(e):
-                    raise
-                loop.restore()
-                raise _out_of_memory(net, batch_size) from e
-            if val is not None:
-                with _copying(net, "the validation data", val.data, "evaluating"):
-                    metrics = val()  # checked once, before the first epoch
-                record |= {"val_loss": metrics["loss"], "val_accuracy": metrics["accuracy"]}
-            record |= {"seconds": time.perf_counter() - started, "lr": optimizer.lr}
-            for cb in callbacks:
-                cb.on_epoch_record(state, record)
-            state.history.append(record)
-            if log is not None:
-                with open(log, "a") as f:
-                    f.write(json.dumps(record) + "\n")
-            progress.epoch_end(record)
-            for cb in callbacks:
-                cb.on_epoch_end(state, record)
-            if state.stop:
-                break
-        for cb in callbacks:
-            cb.on_train_end(state)
-        return state.history
+def _voice(loud: bool):
+    """say(text) for the messages fit prints about the data, on rank 0 when progress is on; else None."""
+    return (lambda text: print(f"gpubp: {text}", file=sys.stderr, flush=True)) if loud else None
+
+
+def _validation(net, validation_data, data_on_device, say):
+    if validation_data is None:
+        return None
+    if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+        raise ArgumentError("validation_data must be a pair (X_val, Y_val)")
+    what = "the validation data"
+    return _Evaluation(net, place(net, *validation_data, data_on_device, what, say=say), what)
+
+
+def _step_hook(callbacks, state):
+    """hook(trace, grads) calling every callback that watches the steps, or None when none does."""
+    watchers = [cb for cb in callbacks if type(cb).on_step_end is not Callback.on_step_end]
+    if not watchers:
+        return None
+
+    def hook(trace, grads):
+        for cb in watchers:
+            cb.on_step_end(state, trace, grads)
+
+    return hook
 
 
 def _communicator(net, distributed, timeout):
@@ -371,28 +338,20 @@ def _start_together(comm, net, optimizer, X) -> None:
 
 
 @contextlib.contextmanager
-def _copying(net, what: str, X, doing: str = "copying"):
-    """Running out of memory while `what` moves to the device (or is evaluated there) is an OutOfMemory saying so."""
+def _out_of_memory_names_the_batch_size(net, batch_size: int):
+    """Running out of memory while training is an OutOfMemory that says what to change."""
     try:
         yield
+    except OutOfMemory:
+        raise  # already says what ran out: the data's copy, or an evaluation
     except Exception as e:
         if not is_out_of_memory(e):
             raise
-        shape = getattr(X, "shape", None)
-        size = f" of shape {tuple(shape)}" if shape is not None else ""
+        advice = f"try a smaller batch_size, such as {batch_size // 2}" if batch_size > 1 else "try a smaller network"
         raise OutOfMemory(
-            f"{net.device} ran out of memory {doing} {what}{size} as {net.dtype.name}. Pass "
-            "data_on_device=False to keep the data on the host and copy one batch at a time (gpubp train: "
-            "save X and y as .npy files), or use fewer rows or a float32 net."
+            f"{net.device} ran out of memory training {net} at batch_size={batch_size}; {advice}. "
+            "The weights are those from the start of the epoch that failed."
         ) from e
-
-
-def _out_of_memory(net, batch_size: int) -> OutOfMemory:
-    advice = f"try a smaller batch_size, such as {batch_size // 2}" if batch_size > 1 else "try a smaller network"
-    return OutOfMemory(
-        f"{net.device} ran out of memory training {net} at batch_size={batch_size}; {advice}. "
-        "The weights are those from the start of the epoch that failed."
-    )
 
 
 def _blas_threads(threads: int | None):
@@ -412,13 +371,6 @@ def _diverged_message(epoch: int, step: int | None, loss: float, lr: float) -> s
     )
 
 
-def _gather(xp, source, rows, out):
-    """out = source[rows], written in place."""
-    if xp is numpy:  # mode="clip": with the default, NumPy copies through a temporary as large as out
-        return numpy.take(source, rows, axis=0, out=out, mode="clip")
-    return xp.take(source, rows, axis=0, out=out)
-
-
 class _EpochLoop:
     """One epoch of minibatch steps over DeviceData or HostData.
 
@@ -430,7 +382,7 @@ class _EpochLoop:
         xp = net.xp
         self.net, self.optimizer, self.data, self.comm = net, optimizer, data, comm
         self.batch_size, self.shuffle, self.seed = min(batch_size, len(data)), shuffle, seed
-        self.batches = math.ceil(len(data) / self.batch_size)
+        self.steps = math.ceil(len(data) / self.batch_size)
         self.workspace = net.workspace(self.batch_size)
         self.grads = net.new_grads()
         self.make_batches = batches(data, self.batch_size)
@@ -442,11 +394,20 @@ class _EpochLoop:
         )  # each row's loss, and 1 where it was right, in epoch order
         self.rows = numpy.arange(len(data))  # 0 … N−1, for each epoch's shuffle to start from
         self.order_host = numpy.empty_like(self.rows)
-        on_host = net.device.kind == "cpu" or isinstance(data, HostData)  # where the batches' rows are read
+        on_host = net.device.kind == "cpu" or not data.on_device  # where the batches' rows are read
         self.order = self.order_host if on_host else xp.empty(len(data), dtype=self.rows.dtype)
 
-    def run(self, epoch: int, batch_done, step_hook=None) -> dict:
-        """Train one epoch; the loss and accuracy come back in the one host sync of the epoch."""
+    def run(self, epoch: int, step_hook=None) -> dict:
+        """Train one epoch; the loss and accuracy come back in the one host sync of the epoch.
+        Running out of memory puts back the state from the start of the epoch."""
+        try:
+            return self._run(epoch, step_hook)
+        except Exception as e:
+            if is_out_of_memory(e):
+                self.restore()
+            raise
+
+    def _run(self, epoch: int, step_hook) -> dict:
         net, n = self.net, len(self.data)
         self.last_good[...] = net.params
         for name, array in self.optimizer.state.items():
@@ -466,18 +427,12 @@ class _EpochLoop:
                 net.backward(trace, yb, out=self.grads, workspace=self.workspace, validate=False)
             else:  # a last batch with fewer rows than ranks: nothing here to learn from
                 self.grads.flat[...] = 0
-            if self.comm.size > 1:
-                # Each rank's gradient is the mean over its rows; weighted by its share and summed,
-                # they give the mean over the whole global batch, even when the shares differ.
-                start = done.start // self.batch_size * self.batch_size  # where the global batch starts
-                self.grads.flat *= (done.stop - done.start) / min(self.batch_size, n - start)
-                self.comm.allreduce_sum(self.grads.flat)
+            start = done.start // self.batch_size * self.batch_size  # where the global batch starts
+            self.comm.allreduce_mean(self.grads.flat, done.stop - done.start, min(self.batch_size, n - start))
             if step_hook is not None:  # a LayerMonitor, say: it sees this step's trace and gradients
                 step_hook(trace if xb is not None else None, self.grads)
             self.optimizer.step(self.grads)
-            batch_done()
-        if self.comm.size > 1:
-            self.comm.allreduce_sum(self.metrics)
+        self.comm.allreduce_sum(self.metrics)  # every rank's rows (one process: as they are)
         # The one host sync of the epoch: the loss, and whether every weight is still a number.
         summary = _summary(net, self.metrics)
         if not math.isfinite(summary["loss"]) or not all_finite(net.xp, net.params):

@@ -88,7 +88,7 @@ def test_each_optimizer_rebuilds_itself_from_its_hyperparameters():
             assert type(rebuilt) is type(made) and rebuilt.hyperparameters() == hyper
     with pytest.raises(gpubp.ArgumentError, match="describe a SGD optimizer, not a Adam"):
         gpubp.Adam.from_hyperparameters(net, gpubp.SGD(net, lr=0.1).hyperparameters())
-    with pytest.raises(gpubp.ArgumentError, match=r"optimizer must be one of SGD, Adam, AdamW.*got 'Lion'"):
+    with pytest.raises(gpubp.ArgumentError, match=r"optimizer must be one of SGD, .*AdamW.*; got 'Lion'"):
         gpubp.Optimizer.from_hyperparameters(net, {"name": "Lion", "lr": 0.1})
 
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import gpubp
-from gpubp import hostdata, train
+from gpubp import data
+from gpubp import rows as row_views
 from gpubp.datasets import load_file
 
 from .conftest import require_gpu
@@ -103,8 +104,8 @@ def test_each_batch_keeps_its_slot_until_the_next_has_been_handed_out():
     # the slot of batch i must not be the one the next batch is copied into.
     X, y = small_data(rows=50)
     net = gpubp.MLP([6, 9, 3], loss="cross_entropy", seed=2, device="cpu")
-    data = hostdata.HostData(net, X, y)
-    batches = hostdata.Batches(data, rows=8)
+    host = data.HostData(net, X, y)
+    batches = data.HostBatches(host, rows=8)
     rng = np.random.default_rng(3)
     steps = [(slice(i, i + len(r)), r) for i, r in enumerate(np.array_split(rng.permutation(50), 7))]
     steps.insert(3, (slice(0, 0), np.array([], dtype=np.int64)))  # a rank with no rows in this batch
@@ -134,7 +135,7 @@ def test_fit_says_when_the_data_stays_on_the_host(tmp_path, capsys):
 
 
 def test_bad_host_data_is_refused_chunk_by_chunk(tmp_path, monkeypatch):
-    monkeypatch.setattr(hostdata, "CHUNK_BYTES", 100)  # many chunks: the bad value sits in the last
+    monkeypatch.setattr(row_views, "CHUNK_BYTES", 100)  # many chunks: the bad value sits in the last
     X, y = small_data()
     X[-1, 2] = np.nan
     with pytest.raises(gpubp.ArgumentError, match="X holds NaN or infinite values"):
@@ -186,8 +187,8 @@ def test_gpubp_train_on_a_npy_pair_gives_the_model_of_the_same_data_in_a_npz(tmp
     np.save(tmp_path / "X.npy", X)
     np.save(tmp_path / "y.npy", y)
     np.savez(tmp_path / "d.npz", X=X, y=y)
-    for data, model in (("X.npy", "a.safetensors"), ("d.npz", "b.safetensors")):
-        result = gpubp_cli("train", "--data", data, "--epochs", "2", "--standardize", standardize, "--save", model,
+    for source, model in (("X.npy", "a.safetensors"), ("d.npz", "b.safetensors")):
+        result = gpubp_cli("train", "--data", source, "--epochs", "2", "--standardize", standardize, "--save", model,
                            "--no-progress", cwd=tmp_path)  # fmt: skip
         assert result.returncode == 0, result.stderr
     a, b = (gpubp.load_checkpoint(tmp_path / name, device="cpu") for name in ("a.safetensors", "b.safetensors"))
@@ -223,12 +224,12 @@ def test_gpubp_train_on_a_large_npy_pair_needs_memory_for_batches_not_for_the_da
 def test_splitting_and_standardising_a_memory_map_read_it_in_pieces(tmp_path, monkeypatch):
     from gpubp.datasets import Standardizer, train_test_split
 
-    monkeypatch.setattr(hostdata, "CHUNK_BYTES", 200)  # many chunks
+    monkeypatch.setattr(row_views, "CHUNK_BYTES", 200)  # many chunks
     X, y = small_data()
     mapped = memory_map(tmp_path / "X.npy", X)
     X_train, X_test, y_train, y_test = train_test_split(mapped, y, 0.25, seed=3)
     in_ram = train_test_split(X, y, 0.25, seed=3)
-    assert isinstance(X_train, hostdata.RowView) and isinstance(X_test, hostdata.RowView)
+    assert isinstance(X_train, row_views.RowView) and isinstance(X_test, row_views.RowView)
     np.testing.assert_array_equal(np.asarray(X_train), in_ram[0])
     np.testing.assert_array_equal(np.asarray(X_test), in_ram[1])
     np.testing.assert_array_equal(y_train, in_ram[2])
@@ -277,8 +278,10 @@ def test_on_a_gpu_data_larger_than_the_memory_pool_trains_from_the_host(capsys):
     assert (again.params == net.params).all()
 
 
-def test_train_module_keeps_the_device_path_for_plain_arrays():
+def test_plain_arrays_are_placed_on_the_device_and_the_rest_stays_on_the_host(tmp_path):
     X, y = small_data()
     net = gpubp.MLP([6, 9, 3], loss="cross_entropy", device="cpu")
-    assert isinstance(train._data(net, X, y, None, "X", "copying"), train.DeviceData)
-    assert isinstance(train._data(net, X, y, False, "X", "copying"), hostdata.HostData)
+    assert isinstance(data.place(net, X, y, None, "X"), data.DeviceData)
+    assert isinstance(data.place(net, X, y, False, "X"), data.HostData)
+    assert isinstance(data.place(net, memory_map(tmp_path / "X.npy", X), y, None, "X"), data.HostData)
+    assert isinstance(data.place(net, memory_map(tmp_path / "X.npy", X), y, True, "X"), data.DeviceData)

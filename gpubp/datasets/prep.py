@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy
 
-from .. import hostdata
+from .. import rows as row_views
 from ..errors import ArgumentError, ShapeError
-from ..hostdata import RowView, is_memory_map
+from ..rows import RowView, is_memory_map
 
 
 def train_test_split(X, y, test_size: float = 0.2, seed: int = 0):
@@ -62,8 +62,8 @@ class Standardizer:
         """fit for data read from disk: two passes of float64 sums over chunks, never all of X at once."""
         if X.ndim != 2 or len(X) == 0:
             raise ShapeError(f"X must be a non-empty (N, features) array; got shape {X.shape}")
-        rows = max(1, hostdata.CHUNK_BYTES // (8 * X.shape[1]))
-        chunks = [slice(start, start + rows) for start in range(0, len(X), rows)]
+        per_chunk = max(1, row_views.CHUNK_BYTES // (8 * X.shape[1]))
+        chunks = [slice(start, start + per_chunk) for start in range(0, len(X), per_chunk)]
         count = len(X) if self.per_feature else len(X) * X.shape[1]
         total = sum(numpy.asarray(X[c], dtype=numpy.float64).sum(axis=0) for c in chunks)
         mean = total / count if self.per_feature else numpy.full(X.shape[1], total.sum() / count)

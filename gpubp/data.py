@@ -1,8 +1,8 @@
-"""Data that stays on the host and goes to the device one batch at a time.
+"""Where the rows live and how a batch is made: X and Y placed on the device once, or kept on the host.
 
 fit and evaluate copy X and Y to the device once when they are plain arrays that
-fit there. A memory map (numpy.load(path, mmap_mode="r")), or a data set too big
-for the GPU, stays where it is instead:
+fit there (DeviceData). A memory map (numpy.load(path, mmap_mode="r")), or a data
+set too big for the GPU, stays where it is instead (HostData):
 
 - HostData checks it chunk by chunk: no temporary as large as the data.
 - Each step gathers its batch's rows from it into a small host buffer (pinned
@@ -10,95 +10,86 @@ for the GPU, stays where it is instead:
   previous batch computes: double buffering), then converts them to the net's
   dtype there, class labels to one-hot rows.
 
-The batches hold the same numbers as those gathered from data on the device, so
-the trained weights are the same too. On the CPU the same steps run with NumPy
-arrays standing in for the device's buffers, which is how CI covers the logic.
+Both are checked by the net's own shape and label checks, and their batches hold
+the same numbers, so the trained weights are the same either way. On the CPU the
+host path runs with NumPy arrays standing in for the device's buffers, which is
+how CI covers its logic.
+
+    place(net, X, Y, on_device, what)   DeviceData or HostData: the choice data_on_device asks for
+    batches(data, rows)                 the batch maker: (done, rows) steps in, (done, X_batch, Y_batch) out
+    contiguous_steps(n, batch_size)     the steps of a pass in order (evaluate, predict)
+    gather(xp, source, rows, out)       out = source[rows], written in place
 """
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy
 
-from .backend import all_finite, storable_dtype
-from .errors import ArgumentError, ArgumentTypeError, ShapeError
-
-CHUNK_BYTES = 1 << 20  # the checks read X and Y in pieces of about this many bytes
-
-
-def is_memory_map(X) -> bool:
-    """Whether X is read from disk as it is used: a NumPy memory map (numpy.memmap, or
-    numpy.load(..., mmap_mode=...)), or a RowView of one."""
-    return isinstance(X, (numpy.memmap, RowView))
+from .backend import all_finite, is_out_of_memory, storable_dtype
+from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, not_finite
+from .rows import RowView, chunks, is_memory_map
 
 
-class RowView:
-    """Some rows of a 2-D array or memory map, in a given order, each block of them passed through
-    `transform` (a function of an array of rows) when it is read: a data set split and scaled
-    without being copied. Indexing it with a slice or an array of positions gives a NumPy array."""
+def place(net, X, Y, on_device: bool | None, what: str, doing: str = "copying", say=None):
+    """(X, Y) as DeviceData, copied once, or HostData, read batch by batch: the choice `on_device` asks for.
 
-    def __init__(self, source, index, transform=None):
-        self.source, self.index, self.transform = source, numpy.asarray(index, dtype=numpy.int64), transform
-        first = self[:1] if len(self.index) else source[:0]
-        self.dtype = first.dtype
-        self.shape = (len(self.index), *source.shape[1:])
-        self.ndim = len(self.shape)
-        self.nbytes = len(self.index) * first[:1].nbytes
+    None chooses: a memory map stays on the host, as do data that the GPU has no room for.
+    say(text), when given, hears which it chose, when the data stays on the host.
+    """
+    if on_device not in (None, True, False):
+        raise ArgumentError(f"data_on_device must be True, False or None (choose); got {on_device!r}")
+    why = None
+    if on_device or (on_device is None and not is_memory_map(X)):
+        try:
+            with copying(net, what, X, doing):
+                return DeviceData(net, X, Y)
+        except OutOfMemory:
+            if on_device or net.device.kind == "cpu":
+                raise
+            why = f"it does not fit in {net.device}'s memory"
+    data = HostData(net, X, Y)
+    if say is not None:
+        why = why or ("it is a memory map" if is_memory_map(X) else "data_on_device=False")
+        where = "copied to the device" if net.device.kind != "cpu" else "read from it"
+        say(f"{what} ({nbytes_text(data.nbytes)}) stays on the host, since {why}: each batch is {where} in turn")
+    return data
+
+
+class DeviceData:
+    """X and Y copied to the device once, by net.inputs and net.targets: batches are gathered there."""
+
+    on_device = True
+
+    def __init__(self, net, X, Y):
+        self.net = net
+        self.X = net.inputs(X)
+        self.Y = net.targets(Y, len(self.X))
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.X)
 
-    def __array__(self, dtype=None, copy=None):
-        """All of it, read into memory: only where a caller asks for a whole array."""
-        whole = self[:]
-        return whole if dtype is None else whole.astype(dtype, copy=False)
-
-    def __getitem__(self, rows):
-        block = numpy.take(self.source, self.index[rows], axis=0).view(numpy.ndarray)  # in memory: not a map
-        return block if self.transform is None else self.transform(block)
-
-    def rows(self, index) -> RowView:
-        """The view of rows `index` of this one: a split of a split."""
-        return RowView(self.source, self.index[index], self.transform)
-
-    def mapped(self, transform) -> RowView:
-        """The same rows, each block passed through `transform` after this view's own."""
-        inner = self.transform
-        return RowView(self.source, self.index, transform if inner is None else lambda b: transform(inner(b)))
-
-
-def nbytes_text(n: int) -> str:
-    """A size for people: '512 kB', '1.2 GB'."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}"
-    return f"{n} bytes"
+    @property
+    def shape(self) -> tuple:
+        return self.X.shape
 
 
 class HostData:
     """X and Y (or class labels) as given, on the host, checked as net.inputs and net.targets check them."""
 
+    on_device = False
+
     def __init__(self, net, X, Y):
         self.net = net
         self.X = _host_array(X, "X")
-        n_in, k = net.sizes[0], net.sizes[-1]
-        if self.X.ndim != 2 or self.X.shape[1] != n_in:
-            raise ShapeError(f"X must have shape (N, {n_in}) for this net; got {tuple(self.X.shape)}")
-        if len(self.X) == 0:
-            raise ShapeError(f"X must have at least one row; got shape {tuple(self.X.shape)}")
+        net.check_input_shape(self.X.shape)
         _check_finite(self.X, "X", net.dtype)
         n = len(self.X)
         Y = _host_array(Y, "Y")
         self.labels = Y.ndim == 1 and net.loss_fn.name == "cross_entropy"
         if self.labels:
-            if Y.shape != (n,):
-                raise ShapeError(f"class labels Y must have shape ({n},) to match the rows of X; got {tuple(Y.shape)}")
-            if Y.dtype.kind not in "iu":
-                raise ArgumentTypeError(f"class labels Y must be integers in [0, {k}); got dtype {Y.dtype}")
-            low, high = _range(Y)
-            if low < 0 or high >= k:
-                raise ArgumentError(
-                    f"class labels Y must lie in [0, {k}) for {k} outputs; got values from {low} to {high}"
-                )
+            net.check_labels(Y, n, lambda: _range(Y))
         else:
             Y = net.target_rows(Y, n)
             _check_finite(Y, "Y", net.dtype)
@@ -116,7 +107,33 @@ class HostData:
         return self.X.nbytes + self.Y.nbytes
 
 
-class Batches:
+def batches(data, rows: int):
+    """The batch maker for `data` (DeviceData or HostData), with buffers for up to `rows` rows."""
+    return HostBatches(data, rows) if isinstance(data, HostData) else DeviceBatches(data, rows)
+
+
+class DeviceBatches:
+    """DeviceData's batches: a slice is a view, index rows are gathered into buffers made once."""
+
+    def __init__(self, data: DeviceData, rows: int):
+        xp = data.net.xp
+        self.data = data
+        self.X_batch = xp.empty((rows, data.X.shape[1]), dtype=data.X.dtype)
+        self.Y_batch = xp.empty((rows, data.Y.shape[1]), dtype=data.Y.dtype)
+
+    def __call__(self, steps):
+        xp, X, Y = self.data.net.xp, self.data.X, self.data.Y
+        for done, rows in steps:
+            if isinstance(rows, slice):
+                yield done, X[rows], Y[rows]
+            elif len(rows):
+                m = len(rows)
+                yield done, gather(xp, X, rows, self.X_batch[:m]), gather(xp, Y, rows, self.Y_batch[:m])
+            else:
+                yield done, None, None
+
+
+class HostBatches:
     """Batches of a HostData on the net's device, with every buffer made once for batches of up to `rows`.
 
     Two slots, each a host buffer and a device buffer for X and for Y: while the
@@ -251,11 +268,36 @@ def _host_array(x, name: str):
     return x
 
 
-def _chunks(a):
-    """a in pieces of about CHUNK_BYTES along its first axis: views, never copies."""
-    rows = max(1, CHUNK_BYTES // max(1, a[:1].nbytes))
-    for start in range(0, len(a), rows):
-        yield a[start : start + rows]
+def gather(xp, source, rows, out):
+    """out = source[rows], written in place."""
+    if xp is numpy:  # mode="clip": with the default, NumPy copies through a temporary as large as out
+        return numpy.take(source, rows, axis=0, out=out, mode="clip")
+    return xp.take(source, rows, axis=0, out=out)
+
+
+@contextlib.contextmanager
+def copying(net, what: str, X, doing: str = "copying"):
+    """Running out of memory while `what` moves to the device (or is evaluated there) is an OutOfMemory saying so."""
+    try:
+        yield
+    except Exception as e:
+        if not is_out_of_memory(e):
+            raise
+        shape = getattr(X, "shape", None)
+        size = f" of shape {tuple(shape)}" if shape is not None else ""
+        raise OutOfMemory(
+            f"{net.device} ran out of memory {doing} {what}{size} as {net.dtype.name}. Pass "
+            "data_on_device=False to keep the data on the host and copy one batch at a time (gpubp train: "
+            "save X and y as .npy files), or use fewer rows or a float32 net."
+        ) from e
+
+
+def nbytes_text(n: int) -> str:
+    """A size for people: '512 kB', '1.2 GB'."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
 
 
 def _check_finite(a, name: str, dtype) -> None:
@@ -264,18 +306,17 @@ def _check_finite(a, name: str, dtype) -> None:
     if a.dtype.kind != "f":
         return  # integers and booleans are always numbers
     narrows = numpy.finfo(a.dtype).max > numpy.finfo(dtype).max
-    for chunk in _chunks(a):
+    for chunk in chunks(a):
         if narrows:
             with numpy.errstate(over="ignore"):  # an overflow is reported below, in words
                 chunk = chunk.astype(dtype)
         if not all_finite(numpy, chunk):
-            too_large = f", or numbers too large for the net's {numpy.dtype(dtype).name}" if narrows else ""
-            raise ArgumentError(f"{name} holds NaN or infinite values{too_large}; remove or impute them first")
+            raise not_finite(name, f", or numbers too large for the net's {numpy.dtype(dtype).name}" if narrows else "")
 
 
 def _range(labels) -> tuple[int, int]:
     low = high = None
-    for chunk in _chunks(labels):
+    for chunk in chunks(labels):
         a, b = int(chunk.min()), int(chunk.max())
         low, high = (a, b) if low is None else (min(low, a), max(high, b))
     return low, high
