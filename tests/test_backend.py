@@ -202,3 +202,21 @@ def test_asarray_copies_only_when_it_must():
     assert gpubp.device("cpu").asarray(host, dtype=np.float64).dtype == np.float64
     assert gpubp.get_array_module(host) is np
     assert gpubp.get_array_module([1, 2]) is np
+
+
+def test_only_a_gpu_converts_long_double_on_the_host():
+    gpu = gpubp.Device("cuda", 0)  # a description only: nothing here touches a GPU
+    assert gpubp.backend.storable_dtype(np.longdouble, gpu) == np.float64
+    assert gpubp.backend.storable_dtype(np.longdouble, gpubp.backend.CPU) == np.longdouble
+    for device in (gpu, gpubp.backend.CPU):
+        assert gpubp.backend.storable_dtype(">f4", device) == np.dtype("<f4")  # native byte order
+        assert gpubp.backend.storable_dtype(np.int16, device) == np.int16
+
+
+@pytest.mark.gpu
+def test_cublas_failing_to_allocate_counts_as_out_of_memory():
+    require_gpu()  # CuPy's CUBLASError exists only where cuBLAS loads
+    from cupy_backends.cuda.libs import cublas
+
+    assert gpubp.backend.is_out_of_memory(cublas.CUBLASError(3))  # CUBLAS_STATUS_ALLOC_FAILED
+    assert not gpubp.backend.is_out_of_memory(cublas.CUBLASError(7))  # CUBLAS_STATUS_INVALID_VALUE

@@ -2,19 +2,27 @@
 
 import json
 import os
+import pickle
+import random
+import signal
 import stat
 import struct
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gpubp
 from gpubp import checkpoint, datasets
 
 from .conftest import require_gpu
+from .test_network import either_works_or_explains, small_net
 
 
 def trained_net(device="cpu", dtype="float32"):
@@ -270,6 +278,7 @@ def test_damaged_files_are_refused_with_a_clear_error(tmp_path):
     noted = gpubp.save(net, tmp_path / "noted.safetensors", opt, note="abcdef").read_bytes()
     refused(noted.replace(b"abcdef", b"abcdeg"), "failed its checksum")
     refused(struct.pack("<Q", 1 << 40) + good[8:], "header, over the")
+    refused(struct.pack("<Q", 10**6) + b"{}", "truncated: its header needs")  # checked before it is read
     newer = good.replace(b'"format_version":"1"', b'"format_version":"9"')
     assert newer != good
     refused(newer, "format 9, newer than this gpubp")
@@ -334,3 +343,159 @@ def test_a_save_sweeps_away_what_a_killed_writer_left(tmp_path):
         ".other.safetensors.1.tmp",
         "m.safetensors",
     ]
+
+
+# --- hostile or broken input: refused, never run -------------------------------------------
+
+
+def test_save_and_load_arguments(tmp_path):
+    with pytest.raises(gpubp.ArgumentTypeError, match=r"net must be a gpubp.MLP; got dict"):
+        gpubp.save({}, tmp_path / "m.safetensors")
+    with pytest.raises(gpubp.ArgumentTypeError, match=r"path must be a file path; got 42"):
+        gpubp.load(42)
+
+
+@pytest.fixture(scope="module")
+def good_checkpoint(tmp_path_factory):
+    model = small_net()
+    path = tmp_path_factory.mktemp("good") / "good.safetensors"
+    gpubp.save(model, path, gpubp.SGD(model, lr=0.1, momentum=0.9), epoch=1)
+    return path.read_bytes()
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fuzz_load(good_checkpoint, tmp_path, data):
+    blob = bytearray(good_checkpoint)
+    how = data.draw(st.sampled_from(["random", "flip", "truncate", "splice"]))
+    if how == "random":
+        blob = bytearray(data.draw(st.binary(max_size=400)))
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 8))):
+            i = data.draw(st.integers(0, len(blob) - 1))
+            blob[i] ^= 1 << data.draw(st.integers(0, 7))
+    elif how == "truncate":
+        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+    else:
+        i = data.draw(st.integers(0, len(blob)))
+        blob = blob[:i] + data.draw(st.binary(max_size=40)) + blob[i:]
+    path = tmp_path / "fuzz.safetensors"
+    path.write_bytes(bytes(blob))
+    either_works_or_explains(lambda: gpubp.load(path, device="cpu"))
+
+
+def forged(tmp_path, config=None, tensors=None) -> Path:
+    """A checkpoint whose checksum is right but whose contents lie: the checksum is no signature."""
+    import safetensors.numpy
+
+    tensors = tensors or {"layers.0.weight": np.zeros((3, 2), dtype=np.float32)}
+    metadata = {
+        "format": checkpoint.FORMAT,
+        "format_version": "1",
+        "gpubp_version": gpubp.__version__,
+        "config": json.dumps(config),
+        "optimizer": "null",
+        "meta": "{}",
+    }
+    metadata["checksum"] = checkpoint._checksum(tensors, metadata)
+    path = tmp_path / "forged.safetensors"
+    path.write_bytes(safetensors.numpy.save(tensors, metadata=metadata))
+    return path
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ({"sizes": [3, 2], "device": "gpu"}, r"unknown configuration keys \['device'\]"),
+        ({"sizes": [3, -2]}, r"describes no network gpubp can build .*positive"),
+        ({"sizes": [3, 2], "activation": "os.system"}, r"activation must be one of"),
+        ([1, 2], r"must be JSON objects"),
+        ({"sizes": [3, 2], "dtype": "float64"}, r"tensor layers.0.weight must be float64"),
+        ({"sizes": [3, 5]}, r"tensor layers.0.weight must be float32 \(3, 5\)"),
+    ],
+)
+def test_forged_checkpoints_are_refused(tmp_path, config, message):
+    with pytest.raises(gpubp.CheckpointError, match=message):
+        gpubp.load(forged(tmp_path, config), device="cpu")
+
+
+class Payload:
+    """Unpickling this creates a marker file: proof that code ran."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path(self.marker).touch, ())
+
+
+@pytest.mark.parametrize("where", ["checkpoint", "npz data", "npy input", "safetensors metadata"])
+def test_a_pickle_payload_never_runs(tmp_path, where):
+    marker = tmp_path / "marker"
+    payload = pickle.dumps(Payload(marker))
+    pickle.loads(payload)  # the payload works: it makes the marker when unpickled
+    assert marker.exists()
+    marker.unlink()
+
+    if where == "checkpoint":  # a pickle (what torch.save writes) named like a checkpoint
+        path = tmp_path / "model.safetensors"
+        path.write_bytes(payload)
+        with pytest.raises(gpubp.CheckpointError):
+            gpubp.load(path, device="cpu")
+    elif where == "npz data":
+        path = tmp_path / "data.npz"
+        np.savez(path, X=np.array([Payload(marker)], dtype=object), y=np.zeros(1))
+        with pytest.raises(gpubp.DatasetError):
+            gpubp.datasets.load_file(path)
+    elif where == "npy input":
+        model_path = gpubp.save(small_net(), tmp_path / "m.safetensors")
+        np.save(tmp_path / "rows.npy", np.array([Payload(marker)], dtype=object), allow_pickle=True)
+        result = subprocess.run(
+            [sys.executable, "-m", "gpubp", "predict", str(model_path), "rows.npy", "--out", "p.csv"],
+            capture_output=True, text=True, cwd=tmp_path, timeout=120,
+        )  # fmt: skip
+        assert result.returncode == 2 and "gpubp: error:" in result.stderr
+    else:  # the pickle's bytes as a metadata string of a real checkpoint: read as text, never unpickled
+        model = small_net()
+        path = gpubp.save(model, tmp_path / "m.safetensors", note=payload.decode("latin-1"))
+        assert gpubp.load_checkpoint(path, device="cpu").meta["note"] == payload.decode("latin-1")
+    assert not marker.exists()
+
+
+# --- checkpoints survive SIGKILL -------------------------------------------------------------
+
+
+TRAINER = """
+import sys
+import numpy as np, gpubp
+rng = np.random.default_rng(0)
+X, y = rng.random((512, 64), dtype=np.float32), rng.integers(0, 10, 512)
+net = gpubp.MLP([64, 256, 10], loss="cross_entropy", device="cpu")
+print("ready", flush=True)
+gpubp.fit(net, X, y, epochs=100000, batch_size=64, progress=False,
+          callbacks=[gpubp.ModelCheckpoint(sys.argv[1])])
+"""
+
+
+def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "run.safetensors"
+    rng = random.Random(0)
+    kills, epochs_seen = 0, set()
+    while kills < 20:
+        process = subprocess.Popen([sys.executable, "-c", TRAINER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(rng.uniform(0.0, 0.15))  # somewhere in an epoch, or in the middle of a save
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=60)
+        process.stdout.close()
+        kills += 1
+        if path.exists():  # whichever file is there must load and pass its checksum
+            saved = gpubp.load_checkpoint(path, device="cpu")
+            assert saved.epoch >= 1 and len(saved.meta["history"]["epoch"]) == saved.epoch
+            assert np.all(np.isfinite(saved.net.params))
+            epochs_seen.add(saved.epoch)
+        leftovers = [p.name for p in tmp_path.iterdir() if p.name != path.name]
+        assert all(name.endswith(".tmp") for name in leftovers)  # at most a temporary file, never the real name
+        for name in leftovers:
+            (tmp_path / name).unlink()
+    assert path.exists() and epochs_seen  # the kills did land after some saves

@@ -2,6 +2,9 @@
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import array_shapes, arrays
 
 import gpubp
 
@@ -97,39 +100,6 @@ def test_bad_constructor_arguments(kwargs, error, message):
         gpubp.MLP(**kwargs)
 
 
-def test_bad_arrays_name_the_expected_shape():
-    net = gpubp.MLP([3, 4, 2], device="cpu")
-    with pytest.raises(gpubp.ShapeError, match=r"X must have shape \(N, 3\) for this net; got \(5, 4\)"):
-        net.forward(np.zeros((5, 4)))
-    with pytest.raises(gpubp.ShapeError, match=r"X must have shape \(N, 3\).*got \(3,\)"):
-        net.forward(np.zeros(3))
-    with pytest.raises(gpubp.ShapeError, match=r"at least one row"):
-        net.forward(np.zeros((0, 3)))
-    with pytest.raises(gpubp.ArgumentTypeError, match=r"X must hold numbers \(float, int or bool\); got dtype <U1"):
-        net.forward(np.array([["a", "b", "c"]]))
-    trace = net.forward(np.zeros((5, 3)))
-    with pytest.raises(gpubp.ShapeError, match=r"Y must have shape \(5, 2\) to match 5 rows of X and 2 outputs"):
-        net.backward(trace, np.zeros((4, 2)))
-    with pytest.raises(gpubp.ShapeError, match=r"Y must have shape \(5, 2\)"):
-        net.loss(trace.output, np.zeros((5, 3)))
-
-
-def test_bad_class_labels():
-    net = gpubp.MLP([3, 2], loss="cross_entropy", device="cpu")
-    trace = net.forward(np.zeros((3, 3)))
-    with pytest.raises(gpubp.ArgumentError, match=r"must lie in \[0, 2\) for 2 outputs; got values from 0 to 2"):
-        net.backward(trace, np.array([0, 1, 2]))
-    with pytest.raises(gpubp.ArgumentTypeError, match=r"integers in \[0, 2\); got dtype float64"):
-        net.backward(trace, np.array([0.0, 1.0, 1.0]))
-    with pytest.raises(gpubp.ShapeError, match=r"class labels Y must have shape \(3,\)"):
-        net.backward(trace, np.array([0, 1]))
-
-
-def test_integer_inputs_are_converted_to_the_net_dtype():
-    net = gpubp.MLP([2, 1], dtype="float64", device="cpu")
-    assert net.forward(np.array([[1, 0]])).a[0].dtype == np.float64
-
-
 def test_sgd_update_rules_by_hand():
     net = gpubp.MLP([1, 1], activation="identity", output_activation="identity", dtype="float64", device="cpu")
     net.params[...] = [1.0, 0.5]  # w, b
@@ -194,3 +164,156 @@ def test_cpu_gpu_parity_after_20_steps(dtype, tolerance):
             opt.step(net.backward(net.forward(X[rows]), Y[rows]))
         final[spec] = gpubp.to_numpy(net.params)
     assert relative_error(final["gpu"], final["cpu"]) <= tolerance
+
+
+# --- input validation at every entry point ------------------------------------------------------
+
+
+def small_net(**kwargs):
+    return gpubp.MLP([3, 4, 2], device="cpu", **({"loss": "cross_entropy"} | kwargs))
+
+
+GOOD_X = np.zeros((4, 3))
+GOOD_Y = np.array([0, 1, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "X, error, message",
+    [
+        (np.zeros((4, 3, 1)), gpubp.ShapeError, r"X must have shape \(N, 3\) for this net; got \(4, 3, 1\)"),
+        (np.zeros((4, 5)), gpubp.ShapeError, r"got \(4, 5\)"),
+        (np.zeros(3), gpubp.ShapeError, r"X must have shape \(N, 3\) for this net; got \(3,\)"),
+        (np.zeros((0, 3)), gpubp.ShapeError, r"at least one row"),
+        (np.array([[1.0, np.nan, 0.0]]), gpubp.ArgumentError, r"X holds NaN or infinite values"),
+        (np.array([[1.0, np.inf, 0.0]]), gpubp.ArgumentError, r"X holds NaN or infinite values"),
+        (np.array([[1, 2, 3]], dtype=object), gpubp.ArgumentTypeError, r"X must hold numbers .*got dtype object"),
+        (np.array([["a", "b", "c"]]), gpubp.ArgumentTypeError, r"got dtype <U1"),
+        (np.array([[1j, 0, 0]]), gpubp.ArgumentTypeError, r"got dtype complex128"),
+        ([[1, 2, 3], [4, 5]], gpubp.ArgumentTypeError, r"X must be an array of numbers; NumPy could not make one"),
+    ],
+)
+def test_bad_X_at_forward_predict_and_fit(X, error, message):
+    model = small_net()
+    for call in (model.forward, model.predict, lambda X: gpubp.fit(model, X, GOOD_Y[: len(X)], epochs=1)):
+        with pytest.raises(error, match=message):
+            call(X)
+
+
+@pytest.mark.parametrize(
+    "Y, error, message",
+    [
+        (np.array([0, 1, 1]), gpubp.ShapeError, r"class labels Y must have shape \(4,\)"),
+        (np.zeros((4, 3)), gpubp.ShapeError, r"Y must have shape \(4, 2\) to match 4 rows of X and 2 outputs"),
+        (np.array([0, 1, 2, 0]), gpubp.ArgumentError, r"must lie in \[0, 2\) for 2 outputs; got values from 0 to 2"),
+        (np.array([0, -1, 1, 0]), gpubp.ArgumentError, r"got values from -1 to 1"),
+        (np.array([0.0, 1.0, 0.5, 0.0]), gpubp.ArgumentTypeError, r"integers in \[0, 2\); got dtype float64"),
+        (np.array([[1.0, np.nan]] * 4), gpubp.ArgumentError, r"Y holds NaN or infinite values"),
+    ],
+)
+def test_bad_Y_at_backward_loss_and_fit(Y, error, message):
+    model = small_net()
+    trace = model.forward(GOOD_X)
+    calls = (
+        lambda Y: model.backward(trace, Y),
+        lambda Y: model.loss(trace.output, Y),
+        lambda Y: gpubp.fit(model, GOOD_X, Y, epochs=1),
+    )
+    for call in calls:
+        with pytest.raises(error, match=message):
+            call(Y)
+
+
+def test_integer_and_bool_X_are_converted_as_documented():
+    model = small_net(dtype="float64")
+    expected = model.predict(np.array([[1.0, 0.0, 1.0]]))
+    np.testing.assert_array_equal(model.predict(np.array([[1, 0, 1]])), expected)
+    np.testing.assert_array_equal(model.predict(np.array([[True, False, True]])), expected)
+
+
+@pytest.mark.parametrize("on_device", [True, False])
+def test_long_double_X_trains_as_its_float64_copy(device, on_device, tmp_path):
+    # NumPy's float128 (long double) has no CuPy type: a GPU net converts it on the host, as float64.
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)
+    long = X.astype(np.longdouble)
+    assert long.dtype.char == "g"
+
+    def trained(X):
+        model = gpubp.MLP([3, 4, 2], loss="cross_entropy", device=device, seed=1)
+        gpubp.fit(model, X, y, epochs=2, batch_size=8, progress=False, data_on_device=on_device)
+        return gpubp.to_numpy(model.params)
+
+    np.testing.assert_array_equal(trained(long), trained(X))
+    model = gpubp.MLP([3, 4, 2], loss="cross_entropy", device=device, seed=1)
+    np.testing.assert_array_equal(gpubp.to_numpy(model.predict(long)), gpubp.to_numpy(model.predict(X)))
+
+
+@pytest.mark.gpu
+def test_a_gpu_array_given_to_a_cpu_net_is_copied_over():
+    require_gpu()
+    model = small_net(dtype="float64")
+    X = gpubp.device("gpu").asarray(np.ones((2, 3)))
+    np.testing.assert_array_equal(model.predict(X), model.predict(np.ones((2, 3))))
+    gpu_model = gpubp.MLP([3, 4, 2], loss="cross_entropy", dtype="float64", device="gpu")
+    assert gpubp.device_of(gpu_model.predict(np.ones((2, 3)))) == gpu_model.device
+
+
+def test_bad_seed_and_names():
+    with pytest.raises(gpubp.ArgumentError, match=r"seed must be a whole number ≥ 0; got -1"):
+        gpubp.MLP([2, 2], seed=-1, device="cpu")
+    with pytest.raises(gpubp.ArgumentError, match=r"loss must be one of"):
+        gpubp.MLP([2, 2], loss="hinge", device="cpu")
+
+
+# --- a fuzz test: whatever comes in, either it works or a gpubp error says why -------------------
+
+
+DTYPES = st.sampled_from(["float32", "float64", "int8", "int64", "uint8", "bool", "complex64", "U2", "O", "m8[s]"])
+
+
+@st.composite
+def odd_arrays(draw):
+    dtype = np.dtype(draw(DTYPES))
+    shape = draw(array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=5))
+    if dtype.kind in "fc":
+        return draw(arrays(dtype, shape, elements=st.floats(allow_nan=True, allow_infinity=True, width=32)))
+    if dtype.kind in "UOm":
+        return np.zeros(shape, dtype=dtype)
+    return draw(arrays(dtype, shape))
+
+
+def either_works_or_explains(call):
+    try:
+        with np.errstate(all="ignore"):
+            call()
+    except gpubp.GpubpError:
+        pass  # a clear error of gpubp's own; anything else escapes and fails the test
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(X=odd_arrays(), Y=odd_arrays())
+def test_fuzz_forward_predict_fit(X, Y):
+    model = small_net()
+    either_works_or_explains(lambda: model.forward(X))
+    either_works_or_explains(lambda: model.predict(X))
+    either_works_or_explains(lambda: gpubp.fit(model, X, Y, epochs=1, batch_size=2, progress=False))
+
+
+# --- numerics at the extremes -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss, output", [("mse", "sigmoid"), ("bce", "sigmoid"), ("cross_entropy", "softmax")])
+def test_extreme_weighted_inputs_stay_finite_without_warnings(dtype, loss, output):
+    # pyproject turns every warning into an error, so an overflow warning anywhere fails this test.
+    model = gpubp.MLP([2, 3, 2], activation="sigmoid", output_activation=output, loss=loss, dtype=dtype, device="cpu")
+    model.params[...] = 0
+    model.weights[0][...] = 1e4  # z = ±1e4 in the hidden layer
+    model.weights[1][...] = [[1e4, -1e4], [1e4, -1e4], [1e4, -1e4]]  # and at the output
+    X = np.array([[1.0, 0.0], [-1.0, 0.0]])
+    Y = np.array([[1.0, 0.0], [0.0, 1.0]])
+    trace = model.forward(X)
+    assert np.all(np.isfinite(trace.output)) and np.all((trace.output >= 0) & (trace.output <= 1))
+    value = model.loss(trace.output, Y)
+    grads = model.backward(trace, Y)
+    assert np.isfinite(value) and np.all(np.isfinite(grads.flat))

@@ -2,6 +2,10 @@
 
 import json
 import math
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -266,6 +270,12 @@ def test_divergence_names_the_epoch_and_step_and_keeps_the_last_good_weights():
         ({"epochs": 2, "initial_epoch": 3}, r"initial_epoch must be a whole number from 0 to epochs=2"),
         ({"epochs": 2, "progress": "loud"}, r"progress must be True, False, 'bar' or 'lines'"),
         ({"epochs": 2, "validation_data": np.zeros(3)}, r"validation_data must be a pair"),
+        ({"epochs": 1, "optimizer": "sgd"}, r"optimizer must be a gpubp.SGD, Adam or AdamW; got 'sgd'"),
+        ({"epochs": 1, "callbacks": [print]}, r"callbacks must be gpubp.Callback objects"),
+        (
+            {"epochs": 1, "log": "/no/such/folder/run.jsonl"},
+            r"log: the folder for '/no/such/folder/run.jsonl' does not",
+        ),
     ],
 )
 def test_bad_fit_arguments(kwargs, message):
@@ -315,3 +325,49 @@ def test_threads_pins_the_blas_for_the_run():
     assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == before  # restored after
     with pytest.raises(gpubp.ArgumentError, match="threads must be ≥ 1; got 0"):
         gpubp.fit(net, X, y, epochs=1, threads=0, progress=False)
+
+
+# --- out of memory ---------------------------------------------------------------------------
+
+
+def test_running_out_of_memory_names_the_batch_size():
+    # A real MemoryError: the process's address space is capped just above what it already uses.
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np, gpubp
+        rng = np.random.default_rng(0)
+        X, y = rng.random((20000, 64), dtype=np.float32), rng.integers(0, 10, 20000)
+        net = gpubp.MLP([64, 4096, 10], loss="cross_entropy", device="cpu")
+        gpubp.fit(net, X[:256], y[:256], epochs=1, batch_size=64, progress=False)
+        before = net.params.copy()
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.RLIM_INFINITY))
+        try:
+            gpubp.fit(net, X, y, epochs=1, batch_size=20000, progress=False)  # about 1 GB of work arrays
+        except gpubp.OutOfMemory as e:
+            print(e)
+        print("unchanged", bool((net.params == before).all()))
+        """
+    )
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs Linux's /proc to cap the address space")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "cpu ran out of memory" in result.stdout and "at batch_size=20000" in result.stdout
+    assert "try a smaller batch_size, such as 10000" in result.stdout
+    assert "unchanged True" in result.stdout
+
+
+@pytest.mark.gpu
+def test_gpu_out_of_memory_names_the_batch_size():
+    require_gpu()
+    model = gpubp.MLP([784, 4096, 10], loss="cross_entropy", device="gpu")
+    pool = model.xp.get_default_memory_pool()
+    X, y = np.random.default_rng(0).random((32768, 784), dtype=np.float32), np.zeros(32768, dtype=int)
+    pool.set_limit(size=pool.used_bytes() + 256 * 2**20)  # room for the data, not for 32768-row work arrays
+    try:
+        with pytest.raises(gpubp.OutOfMemory, match=r"cuda:0 ran out of memory .*batch_size=32768.*such as 16384"):
+            gpubp.fit(model, X, y, epochs=1, batch_size=32768, progress=False)
+    finally:
+        pool.set_limit(size=0)  # no limit again

@@ -1,7 +1,11 @@
 """Data that stays on the host: memory maps read batch by batch, in bounded memory, to the same weights."""
 
 import gc
+import subprocess
+import sys
+import textwrap
 import tracemalloc
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -285,3 +289,57 @@ def test_plain_arrays_are_placed_on_the_device_and_the_rest_stays_on_the_host(tm
     assert isinstance(data.place(net, X, y, False, "X"), data.HostData)
     assert isinstance(data.place(net, memory_map(tmp_path / "X.npy", X), y, None, "X"), data.HostData)
     assert isinstance(data.place(net, memory_map(tmp_path / "X.npy", X), y, True, "X"), data.DeviceData)
+
+
+def test_host_data_is_checked_as_the_net_will_hold_it(tmp_path):
+    from .test_network import small_net
+
+    # A float64 1e39 is finite, but inf in a float32 net: refused before training, not met as a NaN loss.
+    X = np.zeros((50, 3))
+    X[37, 1] = 1e39
+    np.save(tmp_path / "X.npy", X)
+    mapped = np.load(tmp_path / "X.npy", mmap_mode="r")
+    message = r"X holds NaN or infinite values, or numbers too large for the net's float32; remove or impute"
+    with pytest.raises(gpubp.ArgumentError, match=message):
+        gpubp.fit(small_net(), mapped, np.zeros(50, dtype=int), epochs=1, progress=False)
+    gpubp.fit(small_net(dtype="float64"), mapped, np.zeros(50, dtype=int), epochs=1, progress=False)  # it fits there
+
+
+def test_running_out_of_memory_copying_the_data_says_so():
+    # The data fits as float64 but not once more as the net's float32 copy.
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np, gpubp
+        X, y = np.ones((100_000, 512)), np.zeros(100_000, dtype=np.int64)  # 400 MB of float64
+        net = gpubp.MLP([512, 8, 2], loss="cross_entropy", device="cpu")
+        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+        resource.setrlimit(resource.RLIMIT_AS, (used + 100 * 2**20, resource.RLIM_INFINITY))
+        try:
+            gpubp.fit(net, X, y, epochs=1, progress=False)
+        except gpubp.OutOfMemory as e:
+            print(e)
+        """
+    )
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs Linux's /proc to cap the address space")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) as float32" in (
+        result.stdout
+    )
+    assert "Pass data_on_device=False to keep the data on the host" in result.stdout
+
+
+@pytest.mark.gpu
+def test_gpu_out_of_memory_copying_the_data_says_so():
+    require_gpu()
+    model = gpubp.MLP([784, 16, 10], loss="cross_entropy", device="gpu")
+    pool = model.xp.get_default_memory_pool()
+    X, y = np.ones((65536, 784), dtype=np.float32), np.zeros(65536, dtype=int)  # 200 MB
+    pool.set_limit(size=pool.used_bytes() + 64 * 2**20)
+    try:  # data_on_device=True: the default, None, would keep the data on the host and train from there
+        with pytest.raises(gpubp.OutOfMemory, match=r"cuda:0 ran out of memory copying the training data"):
+            gpubp.fit(model, X, y, epochs=1, progress=False, data_on_device=True)
+    finally:
+        pool.set_limit(size=0)
