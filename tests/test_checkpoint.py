@@ -484,6 +484,10 @@ def test_sigkill_at_random_moments_always_leaves_a_loadable_checkpoint(tmp_path)
     while kills < 20:
         process = subprocess.Popen([sys.executable, "-c", TRAINER, str(path)], stdout=subprocess.PIPE, text=True)
         assert process.stdout.readline().strip() == "ready"
+        if kills % 2:  # every other kill after the first save, however slow a busy machine makes the start
+            deadline = time.monotonic() + 30
+            while not path.exists() and time.monotonic() < deadline:
+                time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.15))  # somewhere in an epoch, or in the middle of a save
         os.kill(process.pid, signal.SIGKILL)
         process.wait(timeout=60)

@@ -126,6 +126,8 @@ def test_sgd_update_rules_by_hand():
     [
         ({"lr": 0}, r"lr must be a finite number > 0; got 0.0"),
         ({"lr": float("nan")}, r"lr must be a finite number > 0; got nan"),
+        ({"lr": -0.1}, r"lr must be a finite number > 0; got -0.1"),
+        ({"lr": float("inf")}, r"lr must be a finite number > 0; got inf"),
         ({"lr": "fast"}, r"lr must be a number; got 'fast'"),
         ({"lr": 0.1, "momentum": 1.0}, r"momentum must be a finite number ≥ 0 and < 1; got 1.0"),
         ({"lr": 0.1, "weight_decay": -1}, r"weight_decay must be a finite number ≥ 0; got -1.0"),
