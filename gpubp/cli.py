@@ -19,6 +19,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy
@@ -181,9 +182,65 @@ def _train(args, stopper) -> int:
         plot.require_matplotlib()  # say so now, not after the training
     comm, device = _processes(args)
     say = print if comm.rank == 0 else _silent  # one voice: rank 0's
+    run = _run(args, device, comm, say)
+    X_train, y_train, validation = _training_rows(run)
+    save_path = Path(args.save or args.resume or f"gpubp-{run.split.name}.safetensors")
+    saver = ModelCheckpoint(save_path, settings=run.settings, standardizer=run.scaler)
+    callbacks = _callbacks(args, run.settings, validation, saver, stopper, say)
+    if args.log and run.initial_epoch == 0 and comm.rank == 0:
+        atomic.write_bytes(args.log, b"")  # a fresh run starts a fresh log; a resumed one appends
+    if comm.size > 1:  # NCCL for GPU nets, unless ranks share a GPU
+        comm = distributed.communicator(run.net.device, timeout=args.timeout)
+    say(
+        f"training {run.net} on {run.split.name}: {len(X_train)} training rows"
+        + (f", {len(validation[0])} validation" if validation else "")
+        + f", {len(run.split.X_test)} test"
+        + (f", on {comm.size} ranks ({comm.backend})" if comm.size > 1 else ""),
+        file=sys.stderr,
+    )
+    try:
+        history = train.fit(
+            run.net,
+            X_train,
+            y_train,
+            epochs=args.epochs,
+            batch_size=run.settings["batch_size"],
+            optimizer=run.optimizer,
+            validation_data=validation,
+            seed=run.settings["seed"],
+            progress="lines" if args.no_progress else True,
+            callbacks=callbacks,
+            log=args.log,
+            initial_epoch=run.initial_epoch,
+            history=run.history,
+            threads=args.threads,
+            distributed=comm if comm.size > 1 else False,
+            timeout=args.timeout,
+        )
+    except (KeyboardInterrupt, _Stopped) as stop:
+        return _interrupted(stop, saver, save_path, say)
+    if comm.rank != 0:
+        return 0  # every rank holds the same weights: rank 0 reports
+    return _report(args, run, history, save_path, started)
+
+
+@dataclass
+class _Run:
+    """What a training run starts from: fresh, or resumed from a checkpoint."""
+
+    settings: dict
+    split: datasets.Split
+    net: MLP
+    optimizer: Optimizer
+    scaler: dict | None  # the Standardizer, as saved in the checkpoint
+    history: History | None
+    initial_epoch: int
+
+
+def _run(args, device, comm, say) -> _Run:
+    """The settings, the data's split and the net to train, resumed when --resume names a checkpoint."""
     resumed = _resume(args.resume, device, comm) if args.resume else None
-    saved = resumed.meta.get("settings") if resumed else None
-    settings = _training_settings(args, saved)
+    settings = _training_settings(args, resumed.meta.get("settings") if resumed else None)
     split = datasets.load_split(
         settings["data"],
         settings["test_size"],
@@ -195,91 +252,72 @@ def _train(args, stopper) -> int:
     if split.report:
         say(split.report, file=sys.stderr)
     if resumed is not None:
+        if resumed.epoch >= args.epochs:
+            raise UsageError(f"{args.resume} has finished epoch {resumed.epoch} already; pass a larger --epochs")
         net, optimizer = resumed.net, resumed.optimizer or _optimizer(args, resumed.net)
-        scaler = resumed.meta.get("standardizer")
         history = History.from_dict(resumed.meta.get("history", {}))
-        initial_epoch = resumed.epoch
-        if initial_epoch >= args.epochs:
-            raise UsageError(f"{args.resume} has finished epoch {initial_epoch} already; pass a larger --epochs")
+        run = _Run(settings, split, net, optimizer, resumed.meta.get("standardizer"), history, resumed.epoch)
     else:
-        scaler_obj = _scaler_for(split, settings)
-        scaler = scaler_obj.to_dict() if scaler_obj is not None else None
+        scaler = _scaler_for(split, settings)
         net, optimizer = _build_net(args, split, device)
-        history, initial_epoch = None, 0
+        run = _Run(settings, split, net, optimizer, scaler.to_dict() if scaler is not None else None, None, 0)
     if net.sizes[0] != split.X_train.shape[1]:
         raise UsageError(f"the data has {split.X_train.shape[1]} features but the model takes {net.sizes[0]}")
+    return run
 
-    X_train, y_train = _scale(split.X_train, scaler), split.y_train
-    validation = None
-    if settings["val_size"] > 0 and len(X_train) >= 20:
+
+def _training_rows(run: _Run):
+    """(X_train, y_train, validation): the training rows scaled, and --val-size of them held out."""
+    X_train, y_train = _scale(run.split.X_train, run.scaler), run.split.y_train
+    if run.settings["val_size"] > 0 and len(X_train) >= 20:
         X_train, X_val, y_train, y_val = datasets.train_test_split(
-            X_train, y_train, settings["val_size"], seed=settings["seed"]
+            X_train, y_train, run.settings["val_size"], seed=run.settings["seed"]
         )
-        validation = (X_val, y_val)
-    save_path = Path(args.save or args.resume or f"gpubp-{split.name}.safetensors")
-    saver = ModelCheckpoint(save_path, settings=settings, standardizer=scaler)
-    callbacks = [saver]  # last, so that it saves what early stopping restores
-    if args.monitor:
-        monitor = LayerMonitor()
-        callbacks.insert(0, _MonitorLines(monitor, say))
-        callbacks.insert(0, monitor)
-    if settings["schedule"] == "cosine":
-        callbacks.insert(0, CosineLR())
-    elif settings["schedule"] == "step":
-        callbacks.insert(0, StepLR(step_size=max(1, args.epochs // 3), gamma=0.1))
+        return X_train, y_train, (X_val, y_val)
+    return X_train, y_train, None
+
+
+def _callbacks(args, settings, validation, saver, stopper, say) -> list[Callback]:
+    """The run's callbacks, in the order they run: early stopping (its best weights, restored at the end,
+    are what the saver saves), the schedule, the monitor and its lines, the saver, then the signal stop
+    (after the saver: an epoch that completes is saved before the stop)."""
+    callbacks = []
     if settings["patience"]:
         if validation is None:
             raise UsageError("--patience watches the validation loss: give --val-size > 0")
-        callbacks.insert(0, EarlyStopping(patience=settings["patience"]))
-    if args.log and initial_epoch == 0 and comm.rank == 0:
-        atomic.write_bytes(args.log, b"")  # a fresh run starts a fresh log; a resumed one appends
-    if comm.size > 1:  # NCCL for GPU nets, unless ranks share a GPU
-        comm = distributed.communicator(net.device, timeout=args.timeout)
-
-    say(
-        f"training {net} on {split.name}: {len(X_train)} training rows"
-        + (f", {len(validation[0])} validation" if validation else "")
-        + f", {len(split.X_test)} test"
-        + (f", on {comm.size} ranks ({comm.backend})" if comm.size > 1 else ""),
-        file=sys.stderr,
-    )
+        callbacks.append(EarlyStopping(patience=settings["patience"]))
+    if settings["schedule"] == "cosine":
+        callbacks.append(CosineLR())
+    elif settings["schedule"] == "step":
+        callbacks.append(StepLR(step_size=max(1, args.epochs // 3), gamma=0.1))
+    if args.monitor:
+        monitor = LayerMonitor()
+        callbacks += [monitor, _MonitorLines(monitor, say)]
+    callbacks.append(saver)
     if stopper.previous:
-        callbacks.append(stopper)  # after the saver: an epoch that completes is saved before the stop
-    try:
-        history = train.fit(
-            net,
-            X_train,
-            y_train,
-            epochs=args.epochs,
-            batch_size=settings["batch_size"],
-            optimizer=optimizer,
-            validation_data=validation,
-            seed=settings["seed"],
-            progress="lines" if args.no_progress else True,
-            callbacks=callbacks,
-            log=args.log,
-            initial_epoch=initial_epoch,
-            history=history,
-            threads=args.threads,
-            distributed=comm if comm.size > 1 else False,
-            timeout=args.timeout,
-        )
-    except (KeyboardInterrupt, _Stopped) as stop:
-        if saver.saved_epoch is None:
-            where = "no epoch had completed, so nothing was saved"
-        else:
-            where = f"the last completed epoch ({saver.saved_epoch}) is saved in {save_path}"
-        name = f" by {signal.Signals(stop.signum).name}" if isinstance(stop, _Stopped) else ""
-        say(f"\ngpubp: interrupted{name}; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
-        return 128 + stop.signum if isinstance(stop, _Stopped) else EXIT_INTERRUPTED
-    if comm.rank != 0:
-        return 0  # every rank holds the same weights: rank 0 reports
-    test = train.evaluate(net, _scale(split.X_test, scaler), split.y_test)
+        callbacks.append(stopper)
+    return callbacks
+
+
+def _interrupted(stop, saver, save_path, say) -> int:
+    """Say what was kept after a Ctrl-C or a signal, and how to resume; the exit status."""
+    if saver.saved_epoch is None:
+        where = "no epoch had completed, so nothing was saved"
+    else:
+        where = f"the last completed epoch ({saver.saved_epoch}) is saved in {save_path}"
+    name = f" by {signal.Signals(stop.signum).name}" if isinstance(stop, _Stopped) else ""
+    say(f"\ngpubp: interrupted{name}; {where}. Resume with: gpubp train --resume {save_path}", file=sys.stderr)
+    return 128 + stop.signum if isinstance(stop, _Stopped) else EXIT_INTERRUPTED
+
+
+def _report(args, run: _Run, history, save_path, started) -> int:
+    """Rank 0's end of a run: the test rows' loss and accuracy, the log's last line and the plot."""
+    test = train.evaluate(run.net, _scale(run.split.X_test, run.scaler), run.split.y_test)
     seconds = time.perf_counter() - started
     summary = {
         "test_loss": test["loss"],
         "test_accuracy": test["accuracy"],
-        "device": str(net.device),
+        "device": str(run.net.device),
         "seconds": seconds,
         "epochs": len(history),
     }
@@ -287,9 +325,9 @@ def _train(args, stopper) -> int:
         with open(args.log, "a") as f:
             f.write(json.dumps(summary) + "\n")
     if args.plot:
-        plot.plot_history(history, args.plot, title=f"gpubp on {split.name}")
+        plot.plot_history(history, args.plot, title=f"gpubp on {run.split.name}")
     accuracy = f"  test accuracy {test['accuracy']:.2%}" if test["accuracy"] is not None else ""
-    print(f"test loss {test['loss']:.4f}{accuracy}  device {net.device}  time {seconds:.1f}s")
+    print(f"test loss {test['loss']:.4f}{accuracy}  device {run.net.device}  time {seconds:.1f}s")
     print(f"saved the model to {save_path}" + (f", the curves to {args.plot}" if args.plot else ""))
     return 0
 
@@ -471,34 +509,29 @@ def _blas() -> str:
 # --- the parser ----------------------------------------------------------------
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="gpubp", description="Train multilayer perceptrons by explicit backpropagation."
+def _data_options(p, default_help):
+    p.add_argument(
+        "--data",
+        help=f"xor, spirals, digits, mnist, PATH.npz, PATH.csv, or PATH/X.npy with its labels in PATH/y.npy "
+        f"(train_X.npy goes with train_y.npy), opened as memory maps ({default_help})",
     )
-    parser.add_argument("--version", action="version", version=f"gpubp {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    p.add_argument("--mnist-dir", help="folder holding the MNIST IDX files (default: the cache)")
+    p.add_argument("--download", action="store_true", help="download MNIST into the cache if missing")
+    p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
+    _header_option(p)
 
-    def data_options(p, default_help):
-        p.add_argument(
-            "--data",
-            help=f"xor, spirals, digits, mnist, PATH.npz, PATH.csv, or PATH/X.npy with its labels in PATH/y.npy "
-            f"(train_X.npy goes with train_y.npy), opened as memory maps ({default_help})",
-        )
-        p.add_argument("--mnist-dir", help="folder holding the MNIST IDX files (default: the cache)")
-        p.add_argument("--download", action="store_true", help="download MNIST into the cache if missing")
-        p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
-        header_option(p)
 
-    def header_option(p):
-        p.add_argument(
-            "--header",
-            choices=datasets.csvfile.HEADER_CHOICES,
-            default="auto",
-            help="is a .csv file's first line a header? (default: auto, when one of its fields is not a number)",
-        )
+def _header_option(p):
+    p.add_argument(
+        "--header",
+        choices=datasets.csvfile.HEADER_CHOICES,
+        default="auto",
+        help="is a .csv file's first line a header? (default: auto, when one of its fields is not a number)",
+    )
 
-    t = commands.add_parser("train", help="train a network and save it", description="Train a network and save it.")
-    data_options(t, "default: digits")
+
+def _train_options(t) -> None:
+    """gpubp train's options, after the data's."""
     t.add_argument("--layers", type=_layers, default=[256], help="hidden widths, such as 64,32 (default: 256)")
     t.add_argument("--activation", default="relu", choices=HIDDEN, help="hidden activation (default: relu)")
     t.add_argument("--output-activation", choices=tuple(ACTIVATIONS), help="(default: chosen by the loss)")
@@ -537,11 +570,23 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="watch each layer: speed of learning, update ratio, saturated or dead units (printed, logged, plotted)",
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gpubp", description="Train multilayer perceptrons by explicit backpropagation."
+    )
+    parser.add_argument("--version", action="version", version=f"gpubp {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    t = commands.add_parser("train", help="train a network and save it", description="Train a network and save it.")
+    _data_options(t, "default: digits")
+    _train_options(t)
     t.set_defaults(run=cmd_train)
 
     e = commands.add_parser("eval", help="loss and accuracy of a saved model on a data set's test rows")
     e.add_argument("model", help="a .safetensors file written by gpubp train")
-    data_options(e, "default: the data the model was trained on")
+    _data_options(e, "default: the data the model was trained on")
     e.set_defaults(run=cmd_eval)
 
     p = commands.add_parser("predict", help="predictions of a saved model for the rows of a file")
@@ -549,7 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input", help="rows to predict: .csv (no label column), .npy, or .npz with an array X")
     p.add_argument("--out", required=True, help="where to write: .csv (class and outputs) or .npy (outputs)")
     p.add_argument("--device", default="auto", help="auto, cpu, gpu or cuda:N (default: auto)")
-    header_option(p)
+    _header_option(p)
     p.set_defaults(run=cmd_predict)
 
     i = commands.add_parser("info", help="versions, devices, and why the GPU is unavailable when it is")
