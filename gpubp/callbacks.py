@@ -72,7 +72,7 @@ class TrainState:
     seed: int = 0  # epoch e shuffles with numpy.random.default_rng([seed, e])
     rank: int = 0  # this process's rank in distributed training; 0 alone saves and reports
     comm: object = None  # the communicator of distributed training (gpubp.distributed); None before fit sets it
-    workspace: object = None  # the training step's arrays (network.Workspace), where forward writes z and a
+    batch_size: int = 0  # the most rows a step has (the batch, or all the rows when there are fewer)
     stop: bool = False
 
 

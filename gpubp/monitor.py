@@ -52,11 +52,133 @@ SATURATED_BEYOND = {
     "tanh": math.acosh(1 / math.sqrt(SATURATION)),
 }
 FOLD = 256  # steps of squared norms kept before they are rooted and added up
-# On a CPU every NumPy call costs microseconds whatever its size, so the hidden layers' z and a of
-# up to KEEP steps lie one after another in fit's workspace and one look counts them all; at most
-# KEEP_VALUES numbers a layer, for the room is only worth it where the batches are small.
-KEEP = 8
-KEEP_VALUES = 2**18
+
+
+class _GradientNorms:
+    """Σ over the measured steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖, in the order W0, b0, W1, b1, ...
+
+    A step keeps its squared norms (a dot product per array with NumPy; on a GPU one
+    fused launch into a row of a ring); FOLD steps' worth are rooted and added at once.
+    """
+
+    def __init__(self, net, fused: bool):
+        xp, self.layers, self.fused = net.xp, net.n_layers, fused
+        # Where each layer's weights and biases end in the flat buffer, in order: W0, b0, W1, b1, ...
+        self.ends = numpy.cumsum([part.size for pair in zip(net.weights, net.biases) for part in pair])
+        self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)
+        self.parts = self.parts_of = None
+        if fused:
+            self.device_ends = xp.asarray(self.ends, dtype=numpy.int64)
+            self.ring = xp.zeros((FOLD, 2 * self.layers), dtype=numpy.float64)  # a step's Σg² per row
+            self.ring_rows = list(self.ring)  # a CuPy view costs microseconds to make: made once
+        self.squares, self.kept = [], 0
+
+    def reset(self) -> None:
+        self.sums[...] = 0
+        if self.fused:
+            self.ring[: self.kept] = 0
+        self.squares, self.kept = [], 0
+
+    def add(self, xp, grads) -> None:
+        if self.fused:
+            kernels.monitor_squares(grads.flat, self.device_ends, self.ring_rows[self.kept])
+            self.kept += 1
+            if self.kept == FOLD:
+                self.fold(xp)
+            return
+        squares = self.squares
+        for part in self.parts if self.parts_of is grads.flat else self._parts(grads):
+            squares.append(part.dot(part))  # a number on the host: the roots wait for the fold
+        if len(squares) >= FOLD * 2 * self.layers:
+            self.fold(xp)
+
+    def fold(self, xp) -> None:
+        """Add the kept steps' norms (the roots of their squares) into the sums."""
+        if self.fused and self.kept:  # the ring's rows, zeroed again for the next steps' atomic adds
+            self.sums += xp.sqrt(self.ring[: self.kept]).sum(axis=0)
+            self.ring[: self.kept] = 0
+            self.kept = 0
+        if self.squares:
+            squares = numpy.array(self.squares) if xp is numpy else xp.stack(self.squares)  # on the device
+            self.sums += xp.sqrt(squares.reshape(-1, 2 * self.layers)).sum(axis=0, dtype=numpy.float64)
+            self.squares = []
+
+    def _parts(self, grads):
+        """Every layer's weight and bias gradients as flat views, in the order of the sums."""
+        self.parts = [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
+        self.parts_of = grads.flat  # made once for the loop's gradient buffer
+        return self.parts
+
+
+class _Saturation:
+    """How many of each sigmoid or tanh hidden layer's z lie past the saturation line, over the epoch:
+    f'(z) < 1% of its maximum exactly where z > line or −line > z."""
+
+    def __init__(self, net, fused: bool, rows: int):
+        xp, hidden = net.xp, net.sizes[1:-1]
+        self.fused, self.hidden = fused, hidden
+        self.line = numpy.dtype(net.dtype).type(SATURATED_BEYOND[net.activation.name])  # in z's dtype
+        if fused:
+            self.counts = xp.zeros(len(hidden), dtype=numpy.uint64)
+            self.count_views = [self.counts[l : l + 1] for l in range(len(hidden))]
+        else:  # two comparisons with one ufunc cost less than |z| first and one comparison after
+            self.hits = [xp.empty((2, rows, h), dtype=bool) for h in hidden]
+        self.reset()
+
+    def reset(self) -> None:
+        if self.fused:
+            self.counts[...] = 0
+        self.found = [0] * len(self.hidden)  # Python ints with NumPy, 0-d arrays on a GPU: no sync per step
+
+    def add(self, xp, trace, n: int) -> None:
+        if self.fused:
+            for z, count in zip(trace.z, self.count_views):
+                kernels.monitor_saturated(z, self.line, count)
+            return
+        found = self.found
+        for l, (z, hits) in enumerate(zip(trace.z, self.hits)):  # the hidden layers' z: the output's is left
+            both = hits[:, :n]
+            xp.greater(z, self.line, out=both[0])
+            xp.greater(-self.line, z, out=both[1])
+            found[l] = found[l] + xp.count_nonzero(both)
+
+    def counted(self, xp):
+        """Each hidden layer's count, as one float64 array on the device."""
+        found = xp.stack([xp.asarray(count, dtype=numpy.float64) for count in self.found])
+        return found + self.counts if self.fused else found
+
+
+class _Firing:
+    """Each ReLU hidden unit's Σ over the epoch's rows of max(a, 0): 0 only if it never fired."""
+
+    def __init__(self, net, fused: bool, rows: int):
+        xp, hidden = net.xp, net.sizes[1:-1]
+        self.fused, self.leaky = fused, net.activation.name == "leaky_relu"  # leaky: a < 0 where it did not fire
+        self.fired = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
+        if not fused:  # a step's rows, added with one matrix product: a (1 × n) row of ones times a
+            self.ones = xp.ones((1, rows), dtype=net.dtype)
+            self.row = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
+            self.work = [xp.empty((rows if self.leaky else 0, h), dtype=net.dtype) for h in hidden]
+        self.reset()
+
+    def reset(self) -> None:
+        for fired in self.fired:
+            fired[...] = 0
+
+    def add(self, xp, trace, n: int) -> None:
+        activations = trace.a[1:]  # a[1] … a[L]: the hidden layers' come first, and zip leaves the output's
+        if self.fused:
+            for a, fired in zip(activations, self.fired):
+                kernels.monitor_fired(a, fired)
+            return
+        ones = self.ones[:, :n]
+        for a, work, row, fired in zip(activations, self.work, self.row, self.fired):
+            xp.matmul(ones, xp.maximum(a, 0, out=work[:n]) if self.leaky else a, out=row)
+            fired += row
+
+    def dead(self):
+        """Each hidden layer's share of units that never fired, as 0-d arrays on the device."""
+        return [(fired <= 0).mean() for fired in self.fired]
 
 
 class LayerMonitor(Callback):
@@ -70,9 +192,9 @@ class LayerMonitor(Callback):
         saturated     sigmoid and tanh hidden layers: the share of activations with f'(z) < 1% of its maximum
         dead          relu and leaky_relu hidden layers: the share of units that never fired in the epoch
     The numbers accumulate on the device and come back with the epoch's other numbers:
-    nothing in a step waits for the device. On a GPU fused kernels (kernels.py) do a
-    step's work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off. Elsewhere the
-    units are counted every few steps, over rows of z and a that fit's workspace keeps.
+    nothing in a step waits for the device. It only reads what each step made: the
+    trace's z and a, and the gradients. On a GPU fused kernels (kernels.py) do a step's
+    work in 1 + (L − 1) launches; GPUBP_FUSED=0 turns them off.
     """
 
     def __init__(self, every: int = 1):
@@ -82,173 +204,51 @@ class LayerMonitor(Callback):
 
     def on_train_begin(self, state):
         net = state.net
-        xp, sizes = net.xp, net.sizes
-        self.layers = net.n_layers
-        # Where each layer's weights and biases end in the flat buffer, in order: W0, b0, W1, b1, ...
-        self.ends = numpy.cumsum([part.size for pair in zip(net.weights, net.biases) for part in pair])
-        self.kind = _kind(net.activation.name)
-        self.device = net.device
-        hidden = sizes[1:-1]
-        self.leaky = net.activation.name == "leaky_relu"  # a < 0 where it did not fire: clip it first
+        self.kind, self.hidden, self.layers = _kind(net.activation.name), net.sizes[1:-1], net.n_layers
+        self.fused = fused = kernels.monitor_fusable(net.device)  # decided once: every part takes the same path
+        rows = state.batch_size  # the most rows a step can have
         with net.device.activate():
-            # Σ over the steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖, in the order W0, b0, W1, b1, ...
-            self.sums = xp.zeros(2 * self.layers, dtype=numpy.float64)
-            self.start_params = xp.empty_like(net.params)
-            # ReLU layers: each unit's Σ over the epoch's rows of max(a, 0), which is 0 only if it never
-            # fired; a look adds its rows with one matrix product, a (1 × m) row of ones times a
-            self.fired = [xp.empty((1, h), dtype=net.dtype) for h in hidden]
-            self.fired_look = [xp.empty((1, h), dtype=net.dtype) for h in hidden]  # one look's sums
-        self.hidden = hidden
-        if self.kind in SATURATED_BEYOND:  # in z's dtype: a Python float costs a conversion every step
-            self.threshold = numpy.dtype(net.dtype).type(SATURATED_BEYOND[self.kind])
-        self.fold_at = FOLD * 2 * self.layers  # squares kept before a fold: FOLD steps' worth
-        self.parts = self.parts_of = None
-        # On a GPU, fused kernels do a step's work in 1 + (L − 1) launches instead of about 8 (kernels.py)
-        self.fused = kernels.monitor_fusable(net.device)
-        if self.fused:
-            with net.device.activate():
-                self.device_ends = xp.asarray(self.ends, dtype=numpy.int64)
-                self.ring = xp.zeros((FOLD, 2 * self.layers), dtype=numpy.float64)  # a step's Σg² per row
-                self.counts = xp.zeros(len(hidden), dtype=numpy.uint64)  # saturated, per hidden layer
-            self.count_views = [self.counts[l : l + 1] for l in range(len(hidden))]
-            self.ring_views = list(self.ring)  # a CuPy view costs microseconds to make: made once
-        self.ring_rows = 0
-        self.room = 0  # rows in the looks' arrays (self.hits, self.work, self.ones): made before fit's first step
-        self.workspace = None  # fit's workspace, when it keeps several steps' rows for one look
-        ws = state.workspace
-        if not self.fused and self.kind is not None and hidden and ws is not None:
-            kept = min(KEEP * ws.rows, KEEP_VALUES // max(net.sizes[1:]))
-            if kept > ws.rows and ws.keep(kept):
-                self.workspace, self.kept = ws, kept
-            self._make_room(xp, kept if self.workspace is not None else ws.rows)  # before the first step
+            self.start_params = net.xp.empty_like(net.params)
+            self.norms = _GradientNorms(net, fused)
+            self.units = None
+            if self.hidden and self.kind in SATURATED_BEYOND:
+                self.units = _Saturation(net, fused, rows)
+            elif self.hidden and self.kind == "relu":
+                self.units = _Firing(net, fused, rows)
 
     def on_epoch_begin(self, state):
         self.steps = self.rows = 0
-        self.squares = []  # the squared norms of the steps since the last fold, flat: 2L a step
-        self.sums[...] = 0
-        # Saturated activations per hidden layer: Python ints with NumPy, 0-d arrays on the GPU (no sync)
-        self.saturated = [0] * (self.layers - 1)
-        for fired in self.fired:
-            fired[...] = 0
+        self.norms.reset()
+        if self.units is not None:
+            self.units.reset()
         self.start_params[...] = state.net.params
-        if self.fused:
-            self.ring[: self.ring_rows] = 0
-            self.counts[...] = 0
-        self.ring_rows = 0
-        if self.workspace is not None:
-            self.workspace.start = 0
 
     def on_step_end(self, state, trace, grads):
         # Kept short: on a CPU every line and every array operation here is paid at each step.
         self.steps += 1
         if self.every > 1 and (self.steps - 1) % self.every:
             return
-        # ‖·‖² of every layer's weight and bias gradients: each one's dot product with itself,
-        # a number on the host with NumPy, a 0-d array on the GPU. The roots wait for the fold,
-        # so a step costs one dot per array and nothing more.
-        if self.fused and kernels.monitor_squares(grads.flat, self.device_ends, self.ring_views[self.ring_rows]):
-            self.ring_rows += 1
-            if self.ring_rows == FOLD:
-                self._fold(state.net.xp)
-        else:
-            squares = self.squares
-            for part in self.parts if self.parts_of is grads.flat else self._parts(grads):
-                squares.append(part.dot(part))
-            if len(squares) >= self.fold_at:
-                self._fold(state.net.xp)
-        if trace is None or self.kind is None or not self.hidden:
-            return  # no rows in this step, or no hidden layer to look at
-        n = len(trace.output)
-        self.rows += n
-        if self.kind == "relu":
-            if self.fused and kernels.monitor_fired(trace.a[1], self.fired[0]):
-                for a, fired in zip(trace.a[2:-1], self.fired[1:]):  # fusion is on for all layers or none
-                    kernels.monitor_fired(a, fired)
-                return
-        elif self.fused and kernels.monitor_saturated(trace.z[0], self.threshold, self.count_views[0]):
-            for z, count in zip(trace.z[1:], self.count_views[1:]):  # fusion is on for all layers or none
-                kernels.monitor_saturated(z, self.threshold, count)
-            return
-        ws = self.workspace
-        if ws is None:  # no rows kept: look at this step's now
-            self._look(state.net.xp, trace.z, trace.a[1:], n)
-            return
-        ws.start += n  # keep this step's rows: the next step's z and a go after them
-        if ws.start + ws.rows > self.kept:  # no room for another batch: look at all the kept rows
-            self._look(state.net.xp, ws.zs, ws.activations, ws.start)
-            ws.start = 0
-
-    def _look(self, xp, zs, activations, m):
-        """Count the saturated z (sigmoid, tanh), or add up each unit's firing (ReLU), in the
-        first m rows of each hidden layer's z or a: one step's rows or several steps'."""
-        if m > self.room:
-            self._make_room(xp, m)
-        if self.kind == "relu":
-            # Each unit's Σ of max(a, 0) over the rows, which stays 0 only if it never fired:
-            # a (1 × m) row of ones times a, in one matrix product
-            ones = self.ones[:, :m]
-            for a, work, row, fired in zip(activations, self.work, self.fired_look, self.fired):
-                xp.matmul(ones, xp.maximum(a[:m], 0, out=work[:m]) if self.leaky else a[:m], out=row)
-                fired += row
-            return
-        # f'(z) < 1% of its maximum exactly where |z| is past the line: z > line or −line > z.
-        # Two comparisons with one ufunc cost less than |z| first and one comparison after.
-        line, counts = self.threshold, self.saturated
-        for l, (z, hits) in enumerate(zip(zs, self.hits)):
-            z, both = z[:m], hits[:, :m]
-            xp.greater(z, line, out=both[0])
-            xp.greater(-line, z, out=both[1])
-            counts[l] = counts[l] + xp.count_nonzero(both)
-
-    def _fold(self, xp):
-        """Add the kept steps' norms (the roots of their squares) into the epoch's sums."""
-        if self.ring_rows:  # the fused path's rows, zeroed again for the next steps' atomic adds
-            self.sums += xp.sqrt(self.ring[: self.ring_rows]).sum(axis=0)
-            self.ring[: self.ring_rows] = 0
-            self.ring_rows = 0
-        if self.squares:
-            squares = numpy.array(self.squares) if xp is numpy else xp.stack(self.squares)  # on the device
-            self.sums += xp.sqrt(squares.reshape(-1, 2 * self.layers)).sum(axis=0, dtype=numpy.float64)
-        self.squares = []
-
-    def _parts(self, grads):
-        """Every layer's weight and bias gradients as flat views, in the order of self.sums."""
-        self.parts = [g.reshape(-1) for pair in zip(grads.weights, grads.biases) for g in pair]
-        self.parts_of = grads.flat  # made once for the loop's gradient buffer
-        return self.parts
-
-    def _make_room(self, xp, m):
-        """The looks' arrays for m rows: (z > line, −line > z) as booleans for saturation;
-        a row of ones, and room for max(a, 0) with leaky ReLU, for firing."""
-        with self.device.activate():
-            if self.kind in SATURATED_BEYOND:
-                self.hits = [xp.empty((2, m, h), dtype=bool) for h in self.hidden]
-            else:
-                dtype = self.fired[0].dtype
-                self.ones = xp.ones((1, m), dtype=dtype)
-                self.work = [xp.empty((m if self.leaky else 0, h), dtype=dtype) for h in self.hidden]
-        self.room = m
+        xp = state.net.xp
+        self.norms.add(xp, grads)
+        if trace is not None and self.units is not None:  # a step with rows, and hidden units to look at
+            n = len(trace.output)
+            self.rows += n
+            self.units.add(xp, trace, n)
 
     def on_epoch_record(self, state, record):
         net, xp = state.net, state.net.xp
         measured = max(1, -(-self.steps // self.every))  # the steps that were measured
         weight_norms = xp.stack([xp.sqrt(xp.vdot(W, W)) for W in net.weights])
         moved = xp.subtract(net.params, self.start_params, out=self.start_params)  # ΔW, where the start was
-        moves = [moved[end - W.size : end] for W, end in zip(net.weights, self.ends[::2])]
+        moves = [moved[end - W.size : end] for W, end in zip(net.weights, self.norms.ends[::2])]
         update = xp.stack([xp.sqrt(xp.vdot(d, d)) for d in moves])
-        self._fold(xp)
-        if self.workspace is not None and self.workspace.start:  # the epoch's last kept rows
-            self._look(xp, self.workspace.zs, self.workspace.activations, self.workspace.start)
-            self.workspace.start = 0
-        dead = [(fired <= 0).mean() for fired in self.fired] if self.kind == "relu" else []
-        saturated = xp.stack([xp.asarray(count, dtype=numpy.float64) for count in self.saturated or [0]])
-        if self.fused and self.saturated:
-            saturated += self.counts  # what the fused kernel counted
-        numbers = [self.sums / measured, weight_norms, update, saturated, *dead]
+        self.norms.fold(xp)
+        saturated = self.units.counted(xp) if isinstance(self.units, _Saturation) else xp.zeros(1)
+        dead = self.units.dead() if isinstance(self.units, _Firing) else []
+        numbers = [self.norms.sums / measured, weight_norms, update, saturated, *dead]
         host = [to_numpy(x) for x in numbers]  # the epoch's one read-back for the monitor
         sums, weights, updates, saturated = host[:4]
         dead = host[4:]
-        hidden_units = self.hidden
         layers = []
         for l in range(self.layers):
             entry = {
@@ -258,10 +258,9 @@ class LayerMonitor(Callback):
                 "weight_norm": float(weights[l]),
                 "update_ratio": float(updates[l] / weights[l]) if weights[l] else math.inf,
             }
-            if l < len(hidden_units) and self.kind in ("sigmoid", "tanh"):
-                seen = max(1, self.rows) * hidden_units[l]
-                entry["saturated"] = float(saturated[l]) / seen
-            elif l < len(hidden_units) and self.kind == "relu":
+            if l < len(self.hidden) and isinstance(self.units, _Saturation):
+                entry["saturated"] = float(saturated[l]) / (max(1, self.rows) * self.hidden[l])
+            elif l < len(self.hidden) and isinstance(self.units, _Firing):
                 entry["dead"] = float(dead[l])
             layers.append(entry)
         record["layers"] = layers

@@ -58,9 +58,6 @@ class Workspace:
     forward and backward write into these instead of allocating, which is how
     fit's training step allocates nothing. A batch of n ≤ rows uses the first n
     rows of each (still contiguous). Each call overwrites the previous step's values.
-
-    A reader that wants several steps' z and a at once (LayerMonitor) asks for room
-    with `keep(rows)`; then z and a go at row `start`, which the reader moves on.
     """
 
     def __init__(self, net, rows: int, backward: bool = True):
@@ -68,7 +65,6 @@ class Workspace:
         self.net = net
         with net.device.activate():
             self.rows = rows
-            self.start = 0  # the row where the next step's z and a go: 0 unless a reader keeps rows
             self.zs = [xp.empty((rows, w), dtype=net.dtype) for w in widths]
             self.activations = [xp.empty((rows, w), dtype=net.dtype) for w in widths]  # a[1] … a[L]
             self.deltas = [xp.empty((rows, w), dtype=net.dtype) for w in widths] if backward else []
@@ -78,25 +74,11 @@ class Workspace:
             self.index_pair = xp.empty((2, rows), dtype=numpy.int64)
 
     def z(self, l: int, n: int):
-        return self.zs[l][self.start : self.start + n]
+        return self.zs[l][:n]
 
     def a(self, l: int, n: int):
         """The buffer for a[l+1], the output of layer l."""
-        return self.activations[l][self.start : self.start + n]
-
-    def keep(self, rows: int) -> bool:
-        """Make z and a `rows` rows long, so that steps can lie one after another; False if already made.
-
-        The one reader that made them moves `start` past each step it keeps, and back to 0
-        once it has read them. (A second reader would move it too: it gets False.)
-        """
-        if len(self.zs[0]) > self.rows:
-            return False
-        xp, dtype = self.net.xp, self.net.dtype
-        with self.net.device.activate():
-            self.zs = [xp.empty((rows, z.shape[1]), dtype=dtype) for z in self.zs]
-            self.activations = [xp.empty((rows, a.shape[1]), dtype=dtype) for a in self.activations]
-        return True
+        return self.activations[l][:n]
 
     def delta(self, l: int, n: int):
         return self.deltas[l][:n]

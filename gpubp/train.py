@@ -229,11 +229,10 @@ def fit(
         data = place(net, X, Y, data_on_device, "the training data (X and Y)", say=say)
         validation = _validation(net, validation_data, data_on_device, say)
         state = TrainState(net, optimizer, history if history is not None else History(), epochs=epochs, seed=seed)
-        state.rank, state.comm = comm.rank, comm
+        state.rank, state.comm, state.batch_size = comm.rank, comm, min(batch_size, len(data))
         with _out_of_memory_names_the_batch_size(net, batch_size):
             loop = _EpochLoop(net, optimizer, data, batch_size, shuffle, seed, comm)
             _start_together(comm, net, optimizer, data)
-            state.workspace = loop.workspace
             callbacks = [*_reporters(progress, log, comm.rank, epochs, loop.steps), *callbacks]
             step_hook = _step_hook(callbacks, state)
             for cb in callbacks:
