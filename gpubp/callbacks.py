@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 
 from . import checkpoint
-from .errors import ArgumentError
+from .errors import ArgumentError, check_whole
 from .optim import Optimizer
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "seconds", "lr")
@@ -100,9 +100,8 @@ class EarlyStopping(Callback):
     and put back the weights of the best epoch."""
 
     def __init__(self, patience: int = 5, min_delta: float = 0.0, restore_best: bool = True):
-        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
-            raise ArgumentError(f"patience must be a whole number ≥ 1; got {patience!r}")
-        self.patience, self.min_delta, self.restore_best = patience, float(min_delta), restore_best
+        self.patience = check_whole("patience", patience, 1)
+        self.min_delta, self.restore_best = float(min_delta), restore_best
         self.best, self.best_epoch, self.best_params, self.waited = math.inf, 0, None, 0
 
     def on_epoch_end(self, state, record):
@@ -125,9 +124,7 @@ class StepLR(Callback):
     """lr = initial_lr × gamma^⌊(epoch − 1) / step_size⌋: drop by `gamma` every `step_size` epochs."""
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
-            raise ArgumentError(f"step_size must be a whole number ≥ 1; got {step_size!r}")
-        self.step_size, self.gamma = step_size, float(gamma)
+        self.step_size, self.gamma = check_whole("step_size", step_size, 1), float(gamma)
 
     def on_epoch_begin(self, state):
         state.optimizer.lr = state.optimizer.initial_lr * self.gamma ** ((state.epoch - 1) // self.step_size)

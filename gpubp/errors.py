@@ -1,6 +1,7 @@
 """gpubp's own exceptions: each names the argument, what was expected and what was given."""
 
 import math
+import numbers
 
 
 class GpubpError(Exception):
@@ -33,6 +34,15 @@ def check_number(name: str, value, low: float, high: float = math.inf, low_ok: b
         bound = f"{'≥' if low_ok else '>'} {low:g}" + (f" and < {high:g}" if high < math.inf else "")
         raise ArgumentError(f"{name} must be a finite number {bound}; got {value!r}")
     return value
+
+
+def check_whole(name: str, value, low: int = 0) -> int:
+    """`value` as an int, checked to be a whole number ≥ low (a NumPy integer is one; a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ArgumentTypeError(f"{name} must be a whole number ≥ {low}; got {value!r}")
+    if value < low:
+        raise ArgumentError(f"{name} must be a whole number ≥ {low}; got {value!r}")
+    return int(value)
 
 
 def not_finite(name: str, why: str = "") -> ArgumentError:

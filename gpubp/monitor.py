@@ -19,7 +19,7 @@ import numpy
 from . import kernels
 from .backend import to_numpy
 from .callbacks import Callback
-from .errors import ArgumentError
+from .errors import check_whole
 
 
 def learning_speeds(net, X, Y, batch_size: int = 4096) -> list[float]:
@@ -28,8 +28,7 @@ def learning_speeds(net, X, Y, batch_size: int = 4096) -> list[float]:
     The gradient of the mean over all rows is the row-weighted mean of the batches'
     gradients, so X may be larger than what fits in one batch. One host sync.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ArgumentError(f"batch_size must be a whole number ≥ 1; got {batch_size!r}")
+    batch_size = check_whole("batch_size", batch_size, 1)
     with net.device.activate():
         X = net.inputs(X)
         Y = net.targets(Y, len(X))
@@ -198,9 +197,7 @@ class LayerMonitor(Callback):
     """
 
     def __init__(self, every: int = 1):
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise ArgumentError(f"every must be a whole number ≥ 1; got {every!r}")
-        self.every = every  # measure every this many steps (1: all of them)
+        self.every = check_whole("every", every, 1)  # measure every this many steps (1: all of them)
 
     def on_train_begin(self, state):
         net = state.net

@@ -22,7 +22,7 @@ import numpy
 from . import activations, losses
 from .backend import Device, device_of, get_array_module
 from .backend import device as get_device
-from .errors import ArgumentError, ArgumentTypeError, ShapeError, choice_error, not_finite
+from .errors import ArgumentError, ArgumentTypeError, ShapeError, check_whole, choice_error, not_finite
 from .rows import is_memory_map
 
 INITS = ("glorot", "he")
@@ -187,9 +187,7 @@ class MLP:
         if init not in INITS:
             raise choice_error("init", init, INITS)
         self.init = init
-        if isinstance(seed, bool) or not isinstance(seed, (int, numpy.integer)) or seed < 0:
-            raise ArgumentError(f"seed must be a whole number ≥ 0; got {seed!r}")
-        self.seed = int(seed)
+        self.seed = check_whole("seed", seed, 0)
         self.device: Device = get_device(device)
         self.xp = self.device.xp
         # Drawn on the host, then copied: the CPU and the GPU start from identical weights.
@@ -405,8 +403,7 @@ class MLP:
         rows at a time, each batch checked and copied on its own, so it never needs to fit in
         memory whole.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ArgumentError(f"batch_size must be a whole number ≥ 1; got {batch_size!r}")
+        batch_size = check_whole("batch_size", batch_size, 1)
         if not is_memory_map(X):
             return self.forward(X).output
         if X.ndim != 2 or X.shape[1] != self.sizes[0] or len(X) == 0:

@@ -9,7 +9,7 @@ saves the state and the step count, so a resumed run continues exactly.
 from __future__ import annotations
 
 from . import kernels
-from .errors import ArgumentError, ArgumentTypeError, check_number
+from .errors import ArgumentError, ArgumentTypeError, check_number, check_whole
 
 
 class Optimizer:
@@ -46,10 +46,7 @@ class Optimizer:
             raise ArgumentError(f"these hyperparameters describe a {name} optimizer, not a {cls.name}")
         optimizer = cls._built(net, hyper)
         optimizer.lr = check_number("lr", hyper["lr"], 0.0, low_ok=False)  # where a schedule had taken it
-        steps = hyper.get("steps", 0)
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise ArgumentError(f"steps must be a whole number ≥ 0; got {steps!r}")
-        optimizer.steps = steps
+        optimizer.steps = check_whole("steps", hyper.get("steps", 0), 0)
         return optimizer
 
     @classmethod

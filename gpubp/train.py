@@ -23,7 +23,7 @@ from . import kernels
 from .backend import all_finite, is_out_of_memory, to_numpy
 from .callbacks import Callback, History, TrainState
 from .data import batches, contiguous_steps, copying, place
-from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged
+from .errors import ArgumentError, ArgumentTypeError, OutOfMemory, TrainingDiverged, check_whole
 from .optim import SGD, Optimizer
 
 
@@ -70,20 +70,12 @@ def _summary(net, rows) -> dict:
     return {"loss": loss / n, "accuracy": correct / n if accuracy_kind(net) is not None else None}
 
 
-def _check_positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, numpy.integer)):
-        raise ArgumentTypeError(f"{name} must be a whole number; got {value!r}")
-    if value < 1:
-        raise ArgumentError(f"{name} must be ≥ 1; got {value!r}")
-    return int(value)
-
-
 def evaluate(net, X, Y, batch_size: int = 4096, data_on_device: bool | None = None) -> dict:
     """The loss and accuracy of `net` on (X, Y), in batches, with one host sync at the end.
 
     data_on_device: as for fit; a memory map is read batch by batch unless it is True.
     """
-    batch_size = _check_positive_int("batch_size", batch_size)
+    batch_size = check_whole("batch_size", batch_size, 1)
     with net.device.activate():
         data = place(net, X, Y, data_on_device, "the data (X and Y)", "evaluating")
         return _Evaluation(net, data, "the data (X and Y)", batch_size)()
@@ -260,8 +252,8 @@ def fit(
 
 def _checked(net, epochs, batch_size, optimizer, progress, callbacks, log, initial_epoch, threads, distributed):
     """fit's arguments checked, before anything is made: (epochs, batch_size, optimizer, callbacks, threads)."""
-    epochs = _check_positive_int("epochs", epochs)
-    batch_size = _check_positive_int("batch_size", batch_size)
+    epochs = check_whole("epochs", epochs, 1)
+    batch_size = check_whole("batch_size", batch_size, 1)
     if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int) or not 0 <= initial_epoch <= epochs:
         raise ArgumentError(f"initial_epoch must be a whole number from 0 to epochs={epochs}; got {initial_epoch!r}")
     optimizer = optimizer if optimizer is not None else SGD(net, lr=0.1)
@@ -276,7 +268,7 @@ def _checked(net, epochs, batch_size, optimizer, progress, callbacks, log, initi
         if not isinstance(cb, Callback):
             raise ArgumentTypeError(f"callbacks must be gpubp.Callback objects; got {cb!r}")
     if threads is not None:
-        threads = _check_positive_int("threads", threads)
+        threads = check_whole("threads", threads, 1)
     elif distributed is not False and distributed_.launched_size() > 1 and net.device.kind == "cpu":
         threads = distributed_.cpu_threads_per_rank()
     if log is not None and not Path(log).resolve().parent.is_dir():

@@ -264,9 +264,10 @@ def test_divergence_names_the_epoch_and_step_and_keeps_the_last_good_weights():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        ({"epochs": 0}, r"epochs must be ≥ 1; got 0"),
-        ({"epochs": 2, "batch_size": 0}, r"batch_size must be ≥ 1; got 0"),
-        ({"epochs": 2.5}, r"epochs must be a whole number; got 2.5"),
+        ({"epochs": 0}, r"epochs must be a whole number ≥ 1; got 0"),
+        ({"epochs": 2, "batch_size": 0}, r"batch_size must be a whole number ≥ 1; got 0"),
+        ({"epochs": 2.5}, r"epochs must be a whole number ≥ 1; got 2.5"),
+        ({"epochs": True}, r"epochs must be a whole number ≥ 1; got True"),
         ({"epochs": 2, "initial_epoch": 3}, r"initial_epoch must be a whole number from 0 to epochs=2"),
         ({"epochs": 2, "progress": "loud"}, r"progress must be True, False, 'bar' or 'lines'"),
         ({"epochs": 2, "validation_data": np.zeros(3)}, r"validation_data must be a pair"),
@@ -323,7 +324,7 @@ def test_threads_pins_the_blas_for_the_run():
     gpubp.fit(net, X, y, epochs=2, threads=1, callbacks=[Spy()], progress=False)
     assert seen == [{1}, {1}]
     assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == before  # restored after
-    with pytest.raises(gpubp.ArgumentError, match="threads must be ≥ 1; got 0"):
+    with pytest.raises(gpubp.ArgumentError, match="threads must be a whole number ≥ 1; got 0"):
         gpubp.fit(net, X, y, epochs=1, threads=0, progress=False)
 
 

@@ -6,7 +6,7 @@ from importlib import resources
 
 import numpy
 
-from ..errors import ArgumentError
+from ..errors import ArgumentError, check_whole
 
 
 def xor(dtype="float32"):
@@ -20,10 +20,7 @@ def spirals(n: int = 300, classes: int = 3, noise: float = 0.2, seed: int = 0, d
 
     A classic set that no linear model separates, from a seeded host RNG.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ArgumentError(f"n must be a whole number ≥ 1; got {n!r}")
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 2:
-        raise ArgumentError(f"classes must be a whole number ≥ 2; got {classes!r}")
+    n, classes = check_whole("n", n, 1), check_whole("classes", classes, 2)
     if not noise >= 0:
         raise ArgumentError(f"noise must be ≥ 0; got {noise!r}")
     rng = numpy.random.default_rng(seed)
