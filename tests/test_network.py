@@ -100,45 +100,6 @@ def test_bad_constructor_arguments(kwargs, error, message):
         gpubp.MLP(**kwargs)
 
 
-def test_sgd_update_rules_by_hand():
-    net = gpubp.MLP([1, 1], activation="identity", output_activation="identity", dtype="float64", device="cpu")
-    net.params[...] = [1.0, 0.5]  # w, b
-    grads = net.new_grads()
-    grads.flat[...] = [0.2, -0.4]
-    opt = gpubp.SGD(net, lr=0.1, momentum=0.9, weight_decay=0.01)
-    opt.step(grads)
-    # g = grad + 0.01·W = [0.21, −0.395]; v = g; W = W − 0.1·v = [0.979, 0.5395]
-    np.testing.assert_allclose(net.params, [0.979, 0.5395], rtol=1e-14)
-    opt.step(grads)
-    # g = [0.2 + 0.00979, −0.4 + 0.005395] = [0.20979, −0.394605]
-    # v = 0.9·[0.21, −0.395] + g = [0.39879, −0.750105]; W = W − 0.1·v = [0.939121, 0.6145105]
-    np.testing.assert_allclose(net.params, [0.939121, 0.6145105], rtol=1e-14)
-
-    net.params[...] = [1.0, 0.5]
-    nesterov = gpubp.SGD(net, lr=0.1, momentum=0.5, nesterov=True)
-    nesterov.step(grads)
-    # v = g = [0.2, −0.4]; step = g + 0.5·v = [0.3, −0.6]; W = [1 − 0.03, 0.5 + 0.06]
-    np.testing.assert_allclose(net.params, [0.97, 0.56], rtol=1e-14)
-
-
-@pytest.mark.parametrize(
-    "kwargs, message",
-    [
-        ({"lr": 0}, r"lr must be a finite number > 0; got 0.0"),
-        ({"lr": float("nan")}, r"lr must be a finite number > 0; got nan"),
-        ({"lr": -0.1}, r"lr must be a finite number > 0; got -0.1"),
-        ({"lr": float("inf")}, r"lr must be a finite number > 0; got inf"),
-        ({"lr": "fast"}, r"lr must be a number; got 'fast'"),
-        ({"lr": 0.1, "momentum": 1.0}, r"momentum must be a finite number ≥ 0 and < 1; got 1.0"),
-        ({"lr": 0.1, "weight_decay": -1}, r"weight_decay must be a finite number ≥ 0; got -1.0"),
-        ({"lr": 0.1, "nesterov": True}, r"nesterov=True needs momentum > 0"),
-    ],
-)
-def test_bad_optimizer_arguments(kwargs, message):
-    with pytest.raises((gpubp.ArgumentError, gpubp.ArgumentTypeError), match=message):
-        gpubp.SGD(gpubp.MLP([2, 1], device="cpu"), **kwargs)
-
-
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_xor_is_learned(device, dtype):
     net = gpubp.MLP([2, 4, 1], activation="sigmoid", loss="mse", dtype=dtype, device=device, seed=0)

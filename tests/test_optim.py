@@ -75,6 +75,24 @@ def test_bad_adam_arguments(kwargs, message):
         gpubp.Adam(gpubp.MLP([2, 1], device="cpu"), **kwargs)
 
 
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr": 0}, r"lr must be a finite number > 0; got 0.0"),
+        ({"lr": float("nan")}, r"lr must be a finite number > 0; got nan"),
+        ({"lr": -0.1}, r"lr must be a finite number > 0; got -0.1"),
+        ({"lr": float("inf")}, r"lr must be a finite number > 0; got inf"),
+        ({"lr": "fast"}, r"lr must be a number; got 'fast'"),
+        ({"lr": 0.1, "momentum": 1.0}, r"momentum must be a finite number ≥ 0 and < 1; got 1.0"),
+        ({"lr": 0.1, "weight_decay": -1}, r"weight_decay must be a finite number ≥ 0; got -1.0"),
+        ({"lr": 0.1, "nesterov": True}, r"nesterov=True needs momentum > 0"),
+    ],
+)
+def test_bad_sgd_arguments(kwargs, message):
+    with pytest.raises((gpubp.ArgumentError, gpubp.ArgumentTypeError), match=message):
+        gpubp.SGD(gpubp.MLP([2, 1], device="cpu"), **kwargs)
+
+
 @pytest.mark.parametrize("kind", ["SGD", "Adam", "AdamW"])
 def test_resume_with_every_optimizer_is_bit_identical(tmp_path, kind):
     X, y = gpubp.datasets.spirals(n=40, seed=3)

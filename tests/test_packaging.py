@@ -26,6 +26,7 @@ def test_top_level_layout():
     expected = {
         *("pyproject.toml", "README.md", "gpubp", "tests", "examples", "docker", "ci"),  # the foundation's
         *("benchmarks", "BENCHMARKS.md", "SCALING.md"),  # added by the performance and scale-out work
+        "ARCHITECTURE.md",  # the house, drawn (tests/test_architecture.py holds it against the code)
     }
     assert expected <= visible
     tracked = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True)
