@@ -61,6 +61,7 @@ CPU_CONFIGS = [
 ]
 GPU_CONFIGS = [
     Config("b64-h128", 64, 128, 1, 65536, {"torch": 1.0}),
+    Config("b1024-h1024", 1024, 1024, 1, 65536, {"torch": 1.0, "floor": 1.15}),  # between launch- and GEMM-bound
     Config("b8192-h4096", 8192, 4096, 1, 65536, {"floor": 1 / 0.9}),
 ]
 TINY_CONFIGS = [Config("tiny-b32-h16-t1", 32, 16, 1, 512, {"torch": 0.5, "sklearn": 0.5, "floor": 1.15})]
