@@ -53,6 +53,12 @@ SATURATED_BEYOND = {
 FOLD = 256  # steps of squared norms kept before they are rooted and added up
 
 
+def _launched(ran: bool) -> None:
+    """The fused path was chosen once, at the start of training: a kernel that did not run would leave 0s."""
+    if not ran:
+        raise RuntimeError("a LayerMonitor kernel did not run (GPUBP_FUSED changed during fit, or an array is strided)")
+
+
 class _GradientNorms:
     """Σ over the measured steps of ‖∂E/∂W_l‖ and ‖∂E/∂b_l‖, in the order W0, b0, W1, b1, ...
 
@@ -80,7 +86,7 @@ class _GradientNorms:
 
     def add(self, xp, grads) -> None:
         if self.fused:
-            kernels.monitor_squares(grads.flat, self.device_ends, self.ring_rows[self.kept])
+            _launched(kernels.monitor_squares(grads.flat, self.device_ends, self.ring_rows[self.kept]))
             self.kept += 1
             if self.kept == FOLD:
                 self.fold(xp)
@@ -132,7 +138,7 @@ class _Saturation:
     def add(self, xp, trace, n: int) -> None:
         if self.fused:
             for z, count in zip(trace.z, self.count_views):
-                kernels.monitor_saturated(z, self.line, count)
+                _launched(kernels.monitor_saturated(z, self.line, count))
             return
         found = self.found
         for l, (z, hits) in enumerate(zip(trace.z, self.hits)):  # the hidden layers' z: the output's is left
@@ -168,7 +174,7 @@ class _Firing:
         activations = trace.a[1:]  # a[1] … a[L]: the hidden layers' come first, and zip leaves the output's
         if self.fused:
             for a, fired in zip(activations, self.fired):
-                kernels.monitor_fired(a, fired)
+                _launched(kernels.monitor_fired(a, fired))
             return
         ones = self.ones[:, :n]
         for a, work, row, fired in zip(activations, self.work, self.row, self.fired):

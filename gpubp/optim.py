@@ -38,7 +38,10 @@ class Optimizer:
         reached and the step count. Called on Optimizer itself, it builds the kind that `hyper` names."""
         name = hyper.get("name", "SGD")
         if cls is Optimizer:
-            kinds = {kind.name: kind for kind in _kinds(Optimizer)}
+            kinds = {}
+            for kind in _kinds(Optimizer):  # each name's first class: a subclass that keeps its parent's name is not it
+                if "name" in vars(kind):
+                    kinds.setdefault(kind.name, kind)
             if name not in kinds:
                 raise ArgumentError(f"optimizer must be one of {', '.join(kinds)}; got {name!r}")
             return kinds[name].from_hyperparameters(net, hyper)

@@ -63,7 +63,7 @@ class _SklearnAdam(Adam):
 
     def __init__(self, net, lr, betas, epsilon):
         super().__init__(net, lr=lr, betas=betas, eps=epsilon)
-        self.epsilon = epsilon
+        self.epsilon = float(epsilon)  # plain numbers, for a checkpoint's JSON (a grid search may pass NumPy's)
 
     def hyperparameters(self) -> dict:
         return super().hyperparameters() | {"epsilon": self.epsilon}
@@ -93,8 +93,8 @@ class _SklearnSGD(SGD):
 
     def __init__(self, net, lr, momentum, nesterov, schedule, power_t):
         super().__init__(net, lr=lr, momentum=min(momentum, 0.5), nesterov=nesterov and momentum > 0)
-        self.momentum = momentum  # scikit-learn allows momentum = 1, which gpubp.SGD's check does not
-        self.schedule, self.power_t, self._velocity_lr = schedule, power_t, lr
+        self.momentum = float(momentum)  # scikit-learn allows momentum = 1, which gpubp.SGD's check does not
+        self.schedule, self.power_t, self._velocity_lr = schedule, float(power_t), self.lr  # plain numbers
 
     def hyperparameters(self) -> dict:
         return super().hyperparameters() | {
@@ -531,6 +531,8 @@ class _BaseMLP(BaseEstimator):
         state = dict(super().__getstate__())  # a copy: it may be the live __dict__ itself
         net = state.pop("net_", None)
         optimizer = state.pop("_optimizer", None)
+        if optimizer is not None and optimizer.net is not net:
+            optimizer = None  # it trained a net that L-BFGS has since replaced (in float64): nothing to carry
         if net is not None:
             state["_net_state"] = {
                 "checkpoint": checkpoint.dumps(net, optimizer),

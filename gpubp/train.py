@@ -306,7 +306,7 @@ def _step_hook(callbacks, state):
 def _communicator(net, distributed, timeout):
     if distributed is False:
         return distributed_.Single()
-    if hasattr(distributed, "allreduce_sum"):  # a communicator made by the caller
+    if hasattr(distributed, "allreduce_mean"):  # a communicator made by the caller (gpubp.distributed's)
         return distributed
     backend = "auto" if distributed is True else distributed
     return distributed_.communicator(net.device, backend=backend, timeout=timeout)

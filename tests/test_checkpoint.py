@@ -94,6 +94,11 @@ def test_each_optimizer_rebuilds_itself_from_its_hyperparameters():
         hyper = made.hyperparameters()
         for rebuilt in (gpubp.Optimizer.from_hyperparameters(net, hyper), type(made).from_hyperparameters(net, hyper)):
             assert type(rebuilt) is type(made) and rebuilt.hyperparameters() == hyper
+
+    class Tuned(gpubp.SGD):  # a subclass that keeps SGD's name is not what a saved SGD is rebuilt as
+        pass
+
+    assert type(gpubp.Optimizer.from_hyperparameters(net, Tuned(net, lr=0.1).hyperparameters())) is gpubp.SGD
     with pytest.raises(gpubp.ArgumentError, match="describe a SGD optimizer, not a Adam"):
         gpubp.Adam.from_hyperparameters(net, gpubp.SGD(net, lr=0.1).hyperparameters())
     with pytest.raises(gpubp.ArgumentError, match=r"optimizer must be one of SGD, .*AdamW.*; got 'Lion'"):

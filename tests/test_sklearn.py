@@ -180,6 +180,23 @@ def test_pickle_and_clone_and_a_gpu_model_opening_on_the_cpu():
     np.testing.assert_array_equal(opened.predict(X), reg.predict(X))
 
 
+def test_pickling_survives_numpy_settings_and_a_solver_changed_to_lbfgs():
+    # A grid search may hand over NumPy scalars; they must reach the checkpoint's JSON as plain numbers.
+    sgd = MLPClassifier(hidden_layer_sizes=(5,), solver="sgd", learning_rate="invscaling", power_t=np.float32(0.5),
+                        momentum=np.float64(0.8), max_iter=3, random_state=0, device="cpu")  # fmt: skip
+    # Adam on float32 rows, then L-BFGS (which trains a float64 net) in the same estimator.
+    switched = MLPRegressor(hidden_layer_sizes=(5,), solver="adam", warm_start=True, max_iter=3, random_state=0,
+                            device="cpu")  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sgd.fit(X, TARGETS["multiclass"])
+        switched.fit(X.astype(np.float32), TARGETS["regression"])
+        switched.set_params(solver="lbfgs").fit(X.astype(np.float32), TARGETS["regression"])
+    for estimator in (sgd, switched):
+        again = pickle.loads(pickle.dumps(estimator))
+        np.testing.assert_array_equal(again.predict(X), estimator.predict(X))
+
+
 def test_import_gpubp_does_not_import_scikit_learn():
     import subprocess
 
