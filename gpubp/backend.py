@@ -193,8 +193,8 @@ class Device:
         Host data in a dtype the GPU lacks is converted on the host first (see storable_dtype)."""
         if self.kind == "cpu":
             return numpy.asarray(to_numpy(x), dtype=dtype)
-        if dtype is None and isinstance(x, numpy.ndarray) and storable_dtype(x.dtype, self) != x.dtype:
-            x = x.astype(storable_dtype(x.dtype, self))
+        if dtype is None and isinstance(x, numpy.ndarray):
+            x = x.astype(storable_dtype(x.dtype, self), copy=False)  # a copy only where the dtype changes
         with self.activate():
             return self.xp.asarray(x, dtype=dtype)
 

@@ -213,7 +213,7 @@ class NCCL(MPI):
     backend = "nccl"
 
     def __init__(self, device, timeout: float = DEFAULT_TIMEOUT):
-        self.nccl = backend_.nccl()  # before MPI starts: a missing NCCL is said at once, by every rank
+        self.nccl = backend_.nccl()  # first: a missing NCCL is said at once, by every rank
         super().__init__(timeout)
         self.xp = device.xp
         with device.activate():

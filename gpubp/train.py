@@ -163,10 +163,14 @@ def _reporters(progress, log, rank: int, epochs: int, steps: int) -> list[Callba
     """The callbacks fit adds in front of the caller's: the log, then the progress. Rank 0's alone."""
     if rank != 0:
         return []
-    shown = {"lines": [_Lines(epochs, sys.stderr)], "bar": [_Bar(epochs, steps, sys.stderr)], False: []}
     if progress is True:
         progress = "bar" if getattr(sys.stderr, "isatty", lambda: False)() else "lines"
-    return ([_Log(log)] if log is not None else []) + shown[progress]
+    reporters = [_Log(log)] if log is not None else []
+    if progress == "bar":
+        reporters.append(_Bar(epochs, steps, sys.stderr))
+    elif progress == "lines":
+        reporters.append(_Lines(epochs, sys.stderr))
+    return reporters
 
 
 def fit(

@@ -12,6 +12,10 @@ means the CPU. A test that needs a GPU carries @pytest.mark.gpu, so that
 import importlib
 import importlib.util
 import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +52,26 @@ def installed(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except ModuleNotFoundError:
         return False
+
+
+_CAP = """
+import resource
+
+
+def cap_memory(headroom):  # the address space capped just above what the process already uses: a real MemoryError
+    used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
+    resource.setrlimit(resource.RLIMIT_AS, (used + headroom, resource.RLIM_INFINITY))
+"""
+
+
+def run_with_memory_capped(code: str) -> str:
+    """The standard output of `code`, run in a fresh Python that has cap_memory(headroom) to call."""
+    if not Path("/proc/self/statm").exists():
+        pytest.skip("needs Linux's /proc to cap the address space")
+    result = subprocess.run([sys.executable, "-c", _CAP + textwrap.dedent(code)], capture_output=True, text=True,
+                            timeout=300)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 PLOT = "the plot extra (matplotlib) is not installed: pip install 'gpubp[plot]'"

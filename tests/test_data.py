@@ -1,11 +1,7 @@
 """Data that stays on the host: memory maps read batch by batch, in bounded memory, to the same weights."""
 
 import gc
-import subprocess
-import sys
-import textwrap
 import tracemalloc
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +11,7 @@ from gpubp import data
 from gpubp import rows as row_views
 from gpubp.datasets import load_file
 
-from .conftest import require_gpu
+from .conftest import require_gpu, run_with_memory_capped
 
 
 def memory_map(path, array):
@@ -307,28 +303,20 @@ def test_host_data_is_checked_as_the_net_will_hold_it(tmp_path):
 
 def test_running_out_of_memory_copying_the_data_says_so():
     # The data fits as float64 but not once more as the net's float32 copy.
-    code = textwrap.dedent(
+    stdout = run_with_memory_capped(
         """
-        import resource
         import numpy as np, gpubp
         X, y = np.ones((100_000, 512)), np.zeros(100_000, dtype=np.int64)  # 400 MB of float64
         net = gpubp.MLP([512, 8, 2], loss="cross_entropy", device="cpu")
-        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (used + 100 * 2**20, resource.RLIM_INFINITY))
+        cap_memory(100 * 2**20)
         try:
             gpubp.fit(net, X, y, epochs=1, progress=False)
         except gpubp.OutOfMemory as e:
             print(e)
         """
     )
-    if not Path("/proc/self/statm").exists():
-        pytest.skip("needs Linux's /proc to cap the address space")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) as float32" in (
-        result.stdout
-    )
-    assert "Pass data_on_device=False to keep the data on the host" in result.stdout
+    assert "cpu ran out of memory copying the training data (X and Y) of shape (100000, 512) as float32" in stdout
+    assert "Pass data_on_device=False to keep the data on the host" in stdout
 
 
 @pytest.mark.gpu

@@ -23,11 +23,10 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_matches_torch_optim_over_25_steps(case):
-    torch = torch_or_skip()
-    ours, theirs, options = CASES[case]
-    rng = np.random.default_rng(3)
+def beside_torch(torch, ours, theirs: str, options: dict, seed: int):
+    """25 steps of `ours` and of torch.optim's `theirs`, each given the same gradients of a small float64 net:
+    (our optimizer, torch's parameter, torch's optimizer)."""
+    rng = np.random.default_rng(seed)
     X, y = rng.normal(size=(32, 5)), rng.integers(0, 3, size=32)
     net = gpubp.MLP([5, 7, 3], activation="tanh", loss="cross_entropy", dtype="float64", device="cpu", seed=2)
     optimizer = ours(net, **options)
@@ -39,7 +38,14 @@ def test_matches_torch_optim_over_25_steps(case):
         optimizer.step(grads)
         param.grad = torch.tensor(grads.flat.copy())
         reference.step()
-    assert relative_error(net.params, param.detach().numpy()) <= 1e-10
+    return optimizer, param, reference
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_matches_torch_optim_over_25_steps(case):
+    ours, theirs, options = CASES[case]
+    optimizer, param, reference = beside_torch(torch_or_skip(), ours, theirs, options, seed=3)
+    assert relative_error(optimizer.net.params, param.detach().numpy()) <= 1e-10
     state = reference.state[param]
     assert relative_error(optimizer.m, state["exp_avg"].numpy()) <= 1e-10
     assert relative_error(optimizer.v, state["exp_avg_sq"].numpy()) <= 1e-10
@@ -240,19 +246,8 @@ SGD_CASES = {
 def test_sgd_matches_torch_optim_over_25_steps(case):
     torch = require_module("torch", "PyTorch is not installed (pip install torch): the reference for SGD")
     options = SGD_CASES[case]
-    rng = np.random.default_rng(5)
-    X, y = rng.normal(size=(32, 5)), rng.integers(0, 3, size=32)
-    net = gpubp.MLP([5, 7, 3], activation="tanh", loss="cross_entropy", dtype="float64", device="cpu", seed=2)
-    optimizer = gpubp.SGD(net, **options)
-    param = torch.tensor(net.params.copy(), requires_grad=True)
-    reference = torch.optim.SGD([param], **options)
-    for step in range(25):
-        rows = slice(8 * (step % 4), 8 * (step % 4) + 8)
-        grads = net.backward(net.forward(X[rows]), y[rows])  # the same gradient, given to both
-        optimizer.step(grads)
-        param.grad = torch.tensor(grads.flat.copy())
-        reference.step()
-    assert relative_error(net.params, param.detach().numpy()) <= 1e-12
+    optimizer, param, reference = beside_torch(torch, gpubp.SGD, "SGD", options, seed=5)
+    assert relative_error(optimizer.net.params, param.detach().numpy()) <= 1e-12
     if options.get("momentum"):
         assert relative_error(optimizer.velocity, reference.state[param]["momentum_buffer"].numpy()) <= 1e-12
     assert optimizer.steps == 25

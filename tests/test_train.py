@@ -2,10 +2,6 @@
 
 import json
 import math
-import subprocess
-import sys
-import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +9,7 @@ import pytest
 import gpubp
 from gpubp import datasets, train
 
-from .conftest import require_gpu
+from .conftest import require_gpu, run_with_memory_capped
 from .goldens import relative_error
 
 
@@ -332,18 +328,15 @@ def test_threads_pins_the_blas_for_the_run():
 
 
 def test_running_out_of_memory_names_the_batch_size():
-    # A real MemoryError: the process's address space is capped just above what it already uses.
-    code = textwrap.dedent(
+    stdout = run_with_memory_capped(
         """
-        import resource
         import numpy as np, gpubp
         rng = np.random.default_rng(0)
         X, y = rng.random((20000, 64), dtype=np.float32), rng.integers(0, 10, 20000)
         net = gpubp.MLP([64, 4096, 10], loss="cross_entropy", device="cpu")
         gpubp.fit(net, X[:256], y[:256], epochs=1, batch_size=64, progress=False)
         before = net.params.copy()
-        used = int(open("/proc/self/statm").read().split()[0]) * resource.getpagesize()
-        resource.setrlimit(resource.RLIMIT_AS, (used + 200 * 2**20, resource.RLIM_INFINITY))
+        cap_memory(200 * 2**20)
         try:
             gpubp.fit(net, X, y, epochs=1, batch_size=20000, progress=False)  # about 1 GB of work arrays
         except gpubp.OutOfMemory as e:
@@ -351,13 +344,9 @@ def test_running_out_of_memory_names_the_batch_size():
         print("unchanged", bool((net.params == before).all()))
         """
     )
-    if not Path("/proc/self/statm").exists():
-        pytest.skip("needs Linux's /proc to cap the address space")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "cpu ran out of memory" in result.stdout and "at batch_size=20000" in result.stdout
-    assert "try a smaller batch_size, such as 10000" in result.stdout
-    assert "unchanged True" in result.stdout
+    assert "cpu ran out of memory" in stdout and "at batch_size=20000" in stdout
+    assert "try a smaller batch_size, such as 10000" in stdout
+    assert "unchanged True" in stdout
 
 
 @pytest.mark.gpu
